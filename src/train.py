@@ -1,0 +1,187 @@
+"""Train one denoiser / regression net: `train(cfg)` does the work, `main` is the Hydra wrapper.
+
+    python -m src.train depth=12 lr=0.5 -m          # one job, Hydra multirun
+    python -m src.train -m depth=2,4 lr=0.1,0.5     # four jobs, one MLflow run each
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from src import tracking
+from src.callbacks import RunRecorder
+from src.config import ConfigValueError, flatten, validate
+from src.data import DataError, load_dataset
+from src.models import MLP, initialize
+from src.training import ConvergenceCriterion, RegressionModule
+
+log = logging.getLogger(__name__)
+
+# Errors a user can fix from the command line: reported as one line, exit status 2.
+USER_ERRORS = (ConfigValueError, DataError, tracking.TrackingError)
+
+
+@dataclass
+class TrainResult:
+    status: str
+    final_train_loss: float
+    final_val_loss: float
+    initial_train_loss: float
+    epochs: int
+    steps: int
+    ms_per_step: float
+    output_dir: str
+    checkpoint_path: str | None
+    run_id: str | None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_run_name(cfg: dict) -> str:
+    return (
+        f"m{cfg['model']['depth']}-{cfg['init']['name']}-{cfg['optimizer']['name']}"
+        f"-lr{cfg['optimizer']['lr']:g}-s{cfg['seed']}"
+    )
+
+
+def build_callbacks(cfg: dict, output_dir: Path) -> list[pl.Callback]:
+    callbacks: list[pl.Callback] = [
+        RunRecorder(output_dir, cfg, log_checkpoint=cfg["logger"].get("log_checkpoint", True))
+    ]
+    if cfg.get("analysis", {}).get("enabled", False):
+        from src.callbacks import AnalysisCallback
+
+        callbacks.append(AnalysisCallback.from_config(cfg["analysis"], output_dir, cfg["optimizer"]["lr"]))
+    return callbacks
+
+
+def train(
+    cfg: DictConfig | dict,
+    output_dir: str | Path | None = None,
+    tags: dict[str, Any] | None = None,
+    data=None,
+) -> TrainResult:
+    """Train the configured network; return its status, losses and analysis.
+
+    Invalid settings raise ConfigValueError / DataError / TrackingError before any MLflow run
+    is created. A diverging run is a result (status "diverged"), not an error. `data` lets a
+    caller that trains many nets on one data set (a grid) load it once.
+    """
+    resolved = validate(cfg)
+    data = load_dataset(resolved["dataset"]) if data is None else data
+    output_dir = Path(
+        output_dir
+        or resolved.get("output_dir")
+        or Path("outputs", "runs", f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}")
+    )
+
+    seed = int(resolved["seed"])
+    pl.seed_everything(seed, workers=True, verbose=False)
+    m = resolved["model"]
+    model = MLP(data.d_in, data.d_out, m["depth"], m["width"], m["activation"], m["bias"])
+    initialize(model, resolved["init"]["name"], generator=torch.Generator().manual_seed(seed))
+    conv, div = resolved["callbacks"]["convergence"], resolved["callbacks"]["divergence"]
+    criterion = ConvergenceCriterion(
+        tol=conv["tol"],
+        patience=conv["patience"],
+        min_epochs=conv.get("min_epochs", 1),
+        divergence_factor=div["factor"],
+        max_loss_ratio=conv.get("max_loss_ratio"),
+    )
+    module = RegressionModule(
+        model,
+        data,
+        optimizer=resolved["optimizer"],
+        batch_size=resolved["batch_size"],
+        seed=seed,
+        criterion=criterion,
+        resample_noise=resolved["dataset"].get("resample_noise", False),
+    )
+
+    logger = None
+    if resolved["logger"]["name"] == "mlflow":
+        lg = resolved["logger"]
+        logger = tracking.make_mlflow_logger(
+            lg["tracking_uri"],
+            lg["experiment_name"],
+            lg.get("run_name") or default_run_name(resolved),
+            tags={"init": resolved["init"]["name"], "dataset": data.name, **(tags or {})},
+        )
+    callbacks = build_callbacks(resolved, output_dir)
+    try:
+        if logger is not None:
+            params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
+            params.update(
+                init=resolved["init"]["name"],
+                dataset=resolved["dataset"]["name"],
+                optimizer=resolved["optimizer"]["name"],
+                n_parameters=sum(p.numel() for p in model.parameters()),
+            )
+            logger.log_hyperparams(params)
+        trainer = pl.Trainer(**resolved["trainer"], logger=logger or False, callbacks=callbacks)
+        trainer.fit(module)
+    except BaseException:
+        if logger is not None:
+            logger.finalize("failed")  # never leave a run marked RUNNING
+        raise
+
+    final = module.final_metrics()
+    analysis = next((c.results for c in callbacks if hasattr(c, "results")), {})
+    return TrainResult(
+        status=module.status,
+        final_train_loss=final["final_train_loss"],
+        final_val_loss=final["final_val_loss"],
+        initial_train_loss=final["initial_train_loss"],
+        epochs=int(final["epochs"]),
+        steps=int(final["steps"]),
+        ms_per_step=final["ms_per_step"],
+        output_dir=str(output_dir),
+        checkpoint_path=str(callbacks[0].checkpoint_path) if callbacks[0].checkpoint_path else None,
+        run_id=tracking.run_id(logger),
+        history=module.history,
+        analysis=analysis,
+    )
+
+
+def hydra_tags() -> dict[str, Any]:
+    """Tags that tie a run to its Hydra job (the sweep id for multirun jobs)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    tags: dict[str, Any] = {"hydra.output_dir": hc.runtime.output_dir}
+    if hc.mode == RunMode.MULTIRUN:
+        tags.update({"sweep_id": hc.sweep.dir, "hydra.job_num": hc.job.num})
+        if hc.overrides.task:
+            tags["hydra.overrides"] = " ".join(hc.overrides.task)
+    return tags
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        result = train(cfg, output_dir=cfg.output_dir or HydraConfig.get().runtime.output_dir, tags=hydra_tags())
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
+    log.info("status=%s final_train_loss=%.6g", result.status, result.final_train_loss)
+    return result.final_train_loss
+
+
+if __name__ == "__main__":
+    main()
