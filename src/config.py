@@ -76,25 +76,23 @@ def validate(cfg: DictConfig | Mapping) -> dict:
     if dataset == "synthetic":
         for key in ("dataset.d_x", "dataset.d_y", "dataset.n", "dataset.n_val"):
             _number(cfg, key, minimum=1, integer=True)
+        _choice(cfg, "dataset.teacher", ("gaussian", "spd"))
     _number(cfg, "dataset.noise_std", minimum=0)
+    if dataset != "synthetic":
+        resolution = _number(cfg, "dataset.resolution", minimum=1, integer=True)
+        if 28 % resolution:
+            raise ConfigValueError(
+                "dataset.resolution", "must divide 28 (28, 14, 7, 4, 2, 1)", resolution
+            )
     if dataset == "mnist5k":
         _number(cfg, "dataset.n_train", minimum=1, integer=True)
     if _get(cfg, "dataset.limit_train", None) is not None:
         _number(cfg, "dataset.limit_train", minimum=1, integer=True)
 
-    depth = _number(cfg, "model.depth", minimum=1, integer=True)
+    _number(cfg, "model.depth", minimum=1, integer=True)
     _choice(cfg, "model.activation", _ACTIVATIONS)
-    d_x = _number(cfg, "dataset.input_dim", minimum=1, integer=True)
-    d_y = _number(cfg, "dataset.output_dim", minimum=1, integer=True)
-    width = _get(cfg, "model.width", None)
-    if width is not None and depth > 1:
+    if _get(cfg, "model.width", None) is not None:
         _number(cfg, "model.width", minimum=1, integer=True)
-        if width < min(d_x, d_y):  # assumption A1: min_j d_j >= min(d_x, d_y)
-            raise ConfigValueError(
-                "model.width",
-                f"must be >= min(d_x, d_y) = {min(d_x, d_y)} (assumption A1)",
-                width,
-            )
     _choice(cfg, "init.name", _INITS)
 
     _choice(cfg, "optimizer.name", _OPTIMIZERS)
@@ -106,6 +104,7 @@ def validate(cfg: DictConfig | Mapping) -> dict:
     _number(cfg, "callbacks.convergence.tol", minimum=0, exclusive=True)
     _number(cfg, "callbacks.convergence.patience", minimum=1, integer=True)
     _number(cfg, "callbacks.divergence.factor", minimum=1, exclusive=True)
+    _number(cfg, "callbacks.log_every_n_epochs", minimum=1, integer=True)
     if _get(cfg, "callbacks.convergence.max_loss_ratio", None) is not None:
         _number(cfg, "callbacks.convergence.max_loss_ratio", minimum=0, exclusive=True)
 
@@ -126,6 +125,15 @@ def validate(cfg: DictConfig | Mapping) -> dict:
     if logger == "mlflow" and not _get(cfg, "logger.tracking_uri", None):
         raise ConfigValueError("logger.tracking_uri", "must be set for logger=mlflow")
     return cfg
+
+
+def check_model_fits_data(cfg: Mapping, d_x: int, d_y: int) -> None:
+    """Assumption A1: every hidden width is at least min(d_x, d_y)."""
+    width = _get(cfg, "model.width", None)
+    if width is not None and _get(cfg, "model.depth") > 1 and width < min(d_x, d_y):
+        raise ConfigValueError(
+            "model.width", f"must be >= min(d_x, d_y) = {min(d_x, d_y)} (assumption A1)", width
+        )
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:

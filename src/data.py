@@ -128,8 +128,12 @@ def synthetic_regression(
     noise_std: float,
     whiten: bool,
     seed: int,
+    teacher_kind: str = "gaussian",
 ) -> TensorData:
-    """Gaussian regression y = T x + noise (Sec. 2), T with i.i.d. N(0, 1/d_x) entries.
+    """Gaussian regression y = T x + noise (Sec. 2).
+
+    teacher_kind "gaussian": T with i.i.d. N(0, 1/d_x) entries; "spd": a random symmetric
+    positive definite T with eigenvalues in [0.5, 1.5) (Lemma 1 ii).
 
     With `whiten`, the training inputs are transformed so that their empirical second moment
     (1/n) X^T X is exactly I (assumption A2), which the linear theory needs.
@@ -137,7 +141,16 @@ def synthetic_regression(
     if whiten and n < d_x:
         raise DataError(f"dataset.n must be >= dataset.d_x to whiten (got n={n}, d_x={d_x})")
     gen = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(d_y, d_x, generator=gen, dtype=torch.float64) / math.sqrt(d_x)
+    if teacher_kind == "gaussian":
+        teacher = torch.randn(d_y, d_x, generator=gen, dtype=torch.float64) / math.sqrt(d_x)
+    elif teacher_kind == "spd":  # symmetric positive definite, the setting of Lemma 1 (ii)
+        if d_x != d_y:
+            raise DataError(f"dataset.teacher=spd needs d_x == d_y (got {d_x}, {d_y})")
+        q, _ = torch.linalg.qr(torch.randn(d_x, d_x, generator=gen, dtype=torch.float64))
+        spectrum = 0.5 + torch.rand(d_x, generator=gen, dtype=torch.float64)  # in [0.5, 1.5)
+        teacher = q @ torch.diag(spectrum) @ q.T
+    else:
+        raise DataError(f"dataset.teacher must be gaussian or spd, got {teacher_kind!r}")
 
     def sample(count: int, whiten_it: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randn(count, d_x, generator=gen, dtype=torch.float64)
@@ -160,6 +173,14 @@ def synthetic_regression(
     )
 
 
+def downsample(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Average-pool flat 28x28 images to resolution x resolution (still in [0, 1])."""
+    if 28 % resolution:
+        raise DataError(f"dataset.resolution must divide 28, got {resolution}")
+    pooled = torch.nn.functional.avg_pool2d(images.reshape(-1, 1, 28, 28), 28 // resolution)
+    return pooled.reshape(images.shape[0], resolution * resolution)
+
+
 def load_dataset(cfg) -> TensorData:
     """Build the data set described by the `dataset` config group (a mapping or DictConfig)."""
     name = cfg["name"]
@@ -175,8 +196,8 @@ def load_dataset(cfg) -> TensorData:
             noise_std=float(cfg["noise_std"]),
             whiten=bool(cfg["whiten"]),
             seed=int(cfg["seed"]),
+            teacher_kind=str(cfg.get("teacher", "gaussian")),
         )
-        return data
     if name == "mnist5k":
         train_clean, val_clean = load_mnist5k(int(cfg["n_train"]), int(cfg["split_seed"]))
     elif name in _TORCHVISION:
@@ -186,6 +207,9 @@ def load_dataset(cfg) -> TensorData:
     limit = cfg.get("limit_train")
     if limit:
         train_clean = train_clean[: int(limit)]
+    resolution = int(cfg.get("resolution", 28))
+    if resolution != 28:
+        train_clean, val_clean = (downsample(t, resolution) for t in (train_clean, val_clean))
     return _denoising(name, train_clean, val_clean, float(cfg["noise_std"]), int(cfg["noise_seed"]))
 
 

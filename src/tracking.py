@@ -32,13 +32,19 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
             if reply.status != 200:
-                raise TrackingError(f"logger.tracking_uri: MLflow server at {uri} answered {reply.status}")
+                raise TrackingError(
+                    f"logger.tracking_uri: MLflow server at {uri} answered {reply.status}"
+                )
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise TrackingError(f"logger.tracking_uri: cannot reach MLflow server at {uri} ({reason})") from err
+        raise TrackingError(
+            f"logger.tracking_uri: cannot reach MLflow server at {uri} ({reason})"
+        ) from err
 
 
-def make_mlflow_logger(tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, Any]):
+def make_mlflow_logger(
+    tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, Any]
+):
     """A Lightning MLFlowLogger whose run exists once this returns (reachability checked first)."""
     from pytorch_lightning.loggers import MLFlowLogger
 

@@ -22,7 +22,9 @@ STATUSES = ("converged", "not_converged", "diverged")
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> float:
+def mean_loss(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int
+) -> float:
     """Mean squared error over all samples and outputs, computed in chunks (no graph kept)."""
     total = torch.zeros((), dtype=torch.float64, device=inputs.device)
     for start in range(0, inputs.shape[0], chunk_size):
@@ -67,7 +69,9 @@ class ConvergenceCriterion:
         self.epochs += 1
         if self.is_divergent(loss):
             self.status = "diverged"
-            self.reason = "non_finite_loss" if not math.isfinite(loss) else "loss_above_divergence_factor"
+            self.reason = (
+                "non_finite_loss" if not math.isfinite(loss) else "loss_above_divergence_factor"
+            )
             return self.status
         if self._previous is not None:
             change = abs(self._previous - loss) / max(abs(self._previous), 1e-30)
@@ -104,6 +108,7 @@ class RegressionModule(pl.LightningModule):
         criterion: ConvergenceCriterion,
         resample_noise: bool = False,
         eval_chunk_size: int = 10_000,
+        log_every_n_epochs: int = 1,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -115,6 +120,7 @@ class RegressionModule(pl.LightningModule):
         self.criterion = criterion
         self.resample_noise = resample_noise
         self.eval_chunk_size = eval_chunk_size
+        self.log_every_n_epochs = max(1, int(log_every_n_epochs))
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         self.initial_train_loss: float | None = None
         self.train_seconds = 0.0
@@ -162,10 +168,14 @@ class RegressionModule(pl.LightningModule):
         return self.model(x)
 
     def train_loss(self) -> float:
-        return mean_loss(self.model, self.data.train_inputs, self.data.train_targets, self.eval_chunk_size)
+        return mean_loss(
+            self.model, self.data.train_inputs, self.data.train_targets, self.eval_chunk_size
+        )
 
     def val_loss(self) -> float:
-        return mean_loss(self.model, self.data.val_inputs, self.data.val_targets, self.eval_chunk_size)
+        return mean_loss(
+            self.model, self.data.val_inputs, self.data.val_targets, self.eval_chunk_size
+        )
 
     def on_fit_start(self) -> None:
         self.initial_train_loss = self.train_loss()
@@ -182,7 +192,9 @@ class RegressionModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.resample_noise and self.current_epoch > 0:
             resample_noise(self.data, self._generator)
-        self._order = torch.randperm(self.data.n_train, generator=self._generator, device=self.device)
+        self._order = torch.randperm(
+            self.data.n_train, generator=self._generator, device=self.device
+        )
         self._loss_sum = torch.zeros((), device=self.device)
 
     def training_step(self, batch: int, batch_idx: int) -> torch.Tensor:
@@ -203,8 +215,10 @@ class RegressionModule(pl.LightningModule):
         val_loss = self.val_loss()
         self.history["train_loss"].append(train_loss)
         self.history["val_loss"].append(val_loss)
-        self.log_dict({"train_loss": train_loss, "val_loss": val_loss}, on_epoch=True)
-        if self.criterion.update(train_loss) is not None:
+        stopping = self.criterion.update(train_loss) is not None
+        if stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0:
+            self.log_dict({"train_loss": train_loss, "val_loss": val_loss}, on_epoch=True)
+        if stopping:
             self.trainer.should_stop = True
 
     def on_train_end(self) -> None:

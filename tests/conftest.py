@@ -1,27 +1,11 @@
-"""Shared fixtures: composing the real Hydra configs, temporary MLflow stores, tiny IDX files."""
+"""Shared fixtures: composing the real Hydra configs and temporary MLflow stores."""
 
 from __future__ import annotations
 
-import os
-import struct
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-
-# Small and fast on 2 CPU cores: few examples, few epochs, narrow nets where allowed.
-FAST = [
-    "dataset.limit_train=200",
-    "trainer.max_epochs=2",
-    "analysis=off",
-    "logger=none",
-]
+from support import CONF, FAST
 
 
 @pytest.fixture
@@ -43,41 +27,3 @@ def mlflow_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
-
-
-def all_runs(uri: str):
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(ids) if ids else []
-
-
-def write_idx(root: Path, folder: str, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
-    """Write the four MNIST IDX files (uint8 28x28 images, labels) under root/folder/raw."""
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
-    return root
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: int = 600):
-    """Run `python -m src.train ...` in a subprocess from the repo root."""
-    import subprocess
-
-    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -29,9 +29,17 @@ def mlflow_server(tmp_path):
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     cmd = [
         str(mlflow_bin) if mlflow_bin.exists() else shutil.which("mlflow"),
-        "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination", str(tmp_path / "artifacts"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
     ]
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -46,7 +54,9 @@ def mlflow_server(tmp_path):
             pass
         if proc.poll() is not None or time.time() > deadline:
             os.killpg(proc.pid, signal.SIGTERM)
-            pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+            pytest.fail(
+                "mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:]
+            )
         time.sleep(0.5)
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
@@ -59,8 +69,11 @@ def test_train_against_real_server_round_trip(compose_cfg, tmp_path, mlflow_serv
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = compose_cfg(
-        "depth=2", "trainer.max_epochs=2", "logger=mlflow",
-        f"logger.tracking_uri={mlflow_server}", "logger.experiment_name=server-roundtrip",
+        "depth=2",
+        "trainer.max_epochs=2",
+        "logger=mlflow",
+        f"logger.tracking_uri={mlflow_server}",
+        "logger.experiment_name=server-roundtrip",
     )
     result = train(cfg, output_dir=tmp_path / "run")
 

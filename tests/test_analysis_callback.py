@@ -1,0 +1,128 @@
+"""The analysis callback inside training: what it logs, and that diverged runs skip it."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+import torch
+import torch.nn.functional as F
+from support import all_runs
+
+from src.analysis.hessian import exact_hessian
+from src.models import MLP
+from src.train import train
+
+
+def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri):
+    cfg = compose_cfg(
+        "analysis=default",
+        "logger=mlflow",
+        "dataset.resolution=7",
+        "dataset.limit_train=64",
+        "depth=2",
+        "lr=0.5",
+        "trainer.max_epochs=4",
+        "analysis.sharpness.every_n_epochs=2",
+        "analysis.gains.restarts=8",
+        "analysis.gains.steps=50",
+        "analysis.sharpness.k=2",
+    )
+    result = train(cfg, output_dir=tmp_path)
+    (run,) = all_runs(mlflow_uri)
+    metrics = run.data.metrics
+    for key in (
+        "lambda_max",
+        "lr_times_lambda_max",
+        "hessian_hvps",
+        "hessian_residual",
+        "hessian_seconds",
+        "lambda_2",
+    ):
+        assert key in metrics, key
+    assert metrics["lr_times_lambda_max"] == pytest.approx(0.5 * metrics["lambda_max"])
+    assert metrics["hessian_residual"] < 1e-2
+    client = mlflow.MlflowClient(mlflow_uri)
+    tracked = client.get_metric_history(run.info.run_id, "lambda_max_tracked")
+    assert len(tracked) == 2  # epochs 2 and 4
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "analysis")} == {
+        "analysis/gains.json",
+        "analysis/gains.png",
+    }
+    gains = json.loads((tmp_path / "gains.json").read_text())
+    assert len(gains["max_gain"]) == 2 and len(gains["spread"]["top5"]) == 2
+
+    # the eigenvector next to the checkpoint really is the top eigenvector of the training loss
+    saved = torch.load(tmp_path / "hessian_eigenvector.pt", weights_only=False)
+    state = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
+    model = MLP(49, 49, 2)
+    model.load_state_dict(state)
+    from src.data import load_dataset
+
+    data = load_dataset(result_dataset_cfg(cfg))
+    hessian = exact_hessian(model, F.mse_loss, data.train_inputs, data.train_targets)
+    top = float(torch.linalg.eigvalsh(hessian)[-1])
+    assert saved["eigenvalue"] == pytest.approx(top, rel=1e-3)
+    assert result.analysis["lambda_max"] == pytest.approx(top, rel=1e-3)
+    v = saved["eigenvector"].double()
+    assert float((hessian @ v - top * v).norm() / top) < 3e-2
+    assert run.data.tags["eigenvector_path"] == str((tmp_path / "hessian_eigenvector.pt").resolve())
+
+
+def result_dataset_cfg(cfg):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg.dataset, resolve=True)
+
+
+def test_diverged_run_skips_analysis(compose_cfg, tmp_path, mlflow_uri):
+    cfg = compose_cfg(
+        "analysis=default",
+        "logger=mlflow",
+        "dataset=synthetic",
+        "model=linear",
+        "depth=3",
+        "lr=500",
+        "trainer.max_epochs=3",
+    )
+    result = train(cfg, output_dir=tmp_path)
+    assert result.status == "diverged"
+    assert result.analysis == {"skipped": "diverged"}
+    (run,) = all_runs(mlflow_uri)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["status"] == "diverged"
+    assert run.data.tags["analysis"] == "skipped (diverged)"
+    assert "lambda_max" not in run.data.metrics
+    assert not (tmp_path / "hessian_eigenvector.pt").exists()
+
+
+def test_linear_net_sharpness_matches_theorem1_through_training(compose_cfg, tmp_path):
+    """End to end: identity init, full-batch GD on whitened data -> Thm 1 (divided by d_y)."""
+    cfg = compose_cfg(
+        "dataset=synthetic",
+        "dataset.d_x=4",
+        "dataset.d_y=4",
+        "dataset.n=64",
+        "dataset.teacher=spd",
+        "model=linear",
+        "depth=3",
+        "lr=0.5",
+        "batch_size=64",
+        "trainer.max_epochs=2000",
+        "callbacks.convergence.tol=1e-7",
+        "callbacks.convergence.patience=5",
+        "analysis=default",
+        "analysis.gains.enabled=false",
+        "analysis.sharpness.dtype=float64",
+        "dataset.limit_train=null",
+    )
+    result = train(cfg, output_dir=tmp_path)
+    assert result.status == "converged"
+    state = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
+    product = state["layers.0.weight"].double()
+    for k in (1, 2):
+        product = state[f"layers.{k}.weight"].double() @ product
+    s_max = float(torch.linalg.matrix_norm(product, ord=2))
+    predicted = 2 * 3 * s_max ** (2 * (1 - 1 / 3)) / 4  # eq. (17), loss averaged over d_y = 4
+    assert result.analysis["lambda_max"] == pytest.approx(predicted, rel=1e-4)

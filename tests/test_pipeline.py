@@ -1,0 +1,204 @@
+"""The DVC pipeline end to end on the `tiny` profile, in a temporary git + DVC copy of the repo."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import REPO, all_runs
+
+IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".ruff_cache",
+    "mlflow.db",
+    "mlruns",
+    "outputs",
+    "multirun",
+    "results",
+    "figures",
+    "reports",
+    "data",
+    "cache",
+    "tmp",
+    "dvc.lock",
+    ".whl",
+)
+
+FIGURES = [
+    "fig4a_sharpness_identity",
+    "fig4b_flattest_vs_depth",
+    "fig4c_stability_identity",
+    "fig5a_sharpness_he",
+    "fig5b_training_curves",
+    "fig6_gains",
+    "fig7_cross_sections",
+    "linear_check",
+]
+METRICS = [
+    "results/grid_identity/summary.json",
+    "results/grid_he/summary.json",
+    "results/curves/summary.json",
+    "results/flat_vs_sharp/summary.json",
+    "results/linear_check/summary.json",
+    "results/theory/metrics.json",
+    "reports/claims.json",
+]
+
+
+def _env(tmp: Path) -> dict:
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ['PATH']}",  # stage commands call `python`
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout + proc.stderr
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git + DVC copy of the repository with profile: tiny, after a first `dvc repro`."""
+    root = tmp_path_factory.mktemp("pipeline")
+    work = root / "repo"
+    shutil.copytree(REPO, work, ignore=IGNORE)
+    params = work / "params.yaml"
+    params.write_text(params.read_text().replace("\nprofile: cpu\n", "\nprofile: tiny\n"))
+    env = _env(root)
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    _sh(["git", "init", "-q"], work, env)
+    _sh(
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "init",
+            "--allow-empty",
+        ],
+        work,
+        env,
+    )
+    _sh(["git", "add", "-A"], work, env)
+    first = _sh([dvc, "repro"], work, env)
+    return {"work": work, "env": env, "dvc": dvc, "first": first, "root": root}
+
+
+def test_every_stage_runs_and_writes_its_outputs(project):
+    work = project["work"]
+    assert _ran(project["first"]) == {
+        "theory",
+        "grid_identity",
+        "grid_he",
+        "curves",
+        "flat_vs_sharp",
+        "linear_check",
+        "figures",
+        "report",
+    }
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            path = work / "figures" / f"{name}.{ext}"
+            assert path.stat().st_size > 1000, path
+    for name in ("fig1_scalar_valley", "fig2_interpolation", "fig3_gains"):
+        assert (work / "figures" / "theory" / f"{name}.png").stat().st_size > 1000
+    for path in METRICS:
+        assert (work / path).stat().st_size > 10, path
+    report = (work / "reports" / "REPORT.md").read_text()
+    assert "profile **tiny**" in report and "## Table S1" in report
+    # every training run is an MLflow run in the experiment named after its stage
+    runs = all_runs(project["env"]["MLFLOW_TRACKING_URI"])
+    import mlflow
+
+    client = mlflow.MlflowClient(project["env"]["MLFLOW_TRACKING_URI"])
+    names = {client.get_experiment(r.info.experiment_id).name for r in runs}
+    assert {
+        "grid_identity",
+        "grid_he",
+        "curves",
+        "flat_vs_sharp",
+        "linear_check",
+        "theory",
+        "report",
+    } <= names
+    grid_runs = [
+        r for r in runs if client.get_experiment(r.info.experiment_id).name == "grid_identity"
+    ]
+    assert len(grid_runs) == 4 and all(r.info.status == "FINISHED" for r in grid_runs)
+    summary = [r for r in runs if client.get_experiment(r.info.experiment_id).name == "report"]
+    (summary_run,) = summary
+    artifacts = {a.path for a in client.list_artifacts(summary_run.info.run_id)}
+    assert {"REPORT.md", "claims.json", "figures"} <= artifacts
+    metrics_out = _sh([project["dvc"], "metrics", "show", "--json"], work, project["env"])
+    assert "runs_converged" in metrics_out
+
+
+def test_second_repro_runs_nothing(project):
+    out = _sh([project["dvc"], "repro"], project["work"], project["env"])
+    assert _ran(out) == set(), out
+
+
+def test_changing_one_grid_reruns_only_that_grid_and_dependents(project):
+    work, env = project["work"], project["env"]
+    params = work / "params.yaml"
+    text = params.read_text()
+    old = (
+        "  tiny:\n    overrides: [init=he, optimizer=sgd]\n    depths: [1, 2]\n    lrs: [0.5, 1000]"
+    )
+    assert old in text
+    params.write_text(text.replace(old, old.replace("lrs: [0.5, 1000]", "lrs: [0.5, 0.25, 1000]")))
+    before = len(all_runs(env["MLFLOW_TRACKING_URI"]))
+    out = _sh([project["dvc"], "repro"], work, env)
+    assert _ran(out) == {"grid_he", "figures", "report"}, out
+    # only the two new (depth, lr=0.25) runs trained, plus the report's summary run
+    assert len(all_runs(env["MLFLOW_TRACKING_URI"])) == before + 2 + 1
+
+
+def test_interrupted_grid_resumes_without_retraining(project):
+    work, env = project["work"], project["env"]
+    runs_dir = work / "results" / "grid_identity" / "runs"
+    shutil.rmtree(runs_dir)
+    cmd = [sys.executable, "-m", "pipelines.grid", "--stage", "grid_identity"]
+    proc = subprocess.Popen(
+        cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not list(runs_dir.glob("*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # the harshest interruption: no cleanup at all
+    proc.wait()
+    finished = {p.name for p in runs_dir.glob("*.json")}
+    assert 1 <= len(finished) < 4, finished
+    stamps = {name: (runs_dir / name).stat().st_mtime_ns for name in finished}
+    _sh(cmd, work, env)
+    after = {p.name for p in runs_dir.glob("*.json")}
+    assert len(after) == 4 and finished <= after
+    # the runs finished before the interruption were not trained again
+    assert all((runs_dir / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
+    assert not list(runs_dir.glob(".*.tmp"))  # no half-written result left behind
