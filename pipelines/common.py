@@ -68,6 +68,8 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup_logging() -> None:
+    import pytorch_lightning  # noqa: F401  (it sets its own log level on import: import it first)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in (
         "pytorch_lightning",

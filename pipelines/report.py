@@ -42,8 +42,6 @@ def run(params_path: str, root: str) -> Path:
     he = read_csv(results / "grid_he" / "grid.csv")
     pairs_path = results / "flat_vs_sharp" / "pairs.csv"
     pairs = [p for p in read_csv(pairs_path) if "flat_looks_sharper_on_line" in p]
-    for p in pairs:
-        p["flat_looks_sharper_on_line"] = str(p["flat_looks_sharper_on_line"]) == "True"
     table = load_json(results / "flat_vs_sharp" / "table_s1.json")
     claims = check_claims(
         identity,

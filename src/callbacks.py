@@ -61,7 +61,8 @@ class AnalysisCallback(pl.Callback):
     """Sharpness and gain profiles of the trained net (Sec. 6), logged to MLflow.
 
     At the end of fit (whatever stopped it; skipped for diverged runs): the top Hessian
-    eigenvalue of the full training loss, lr x lambda_max (< 2: linearly stable, App. I), the
+    eigenvalue of the full training loss, lr x lambda_max (< 2: linearly stable, App. I; with
+    `stability_limit`, a converged run above it is re-labelled not_converged), the
     top eigenvector saved next to the checkpoint, and the gain profile (JSON + PNG). With
     `every_n_epochs > 0`, sharpness is also tracked during training, each solve warm-started
     from the previous eigenvector.
@@ -83,6 +84,7 @@ class AnalysisCallback(pl.Callback):
         gains: bool = True,
         gain_restarts: int = 100,
         gain_steps: int = 300,
+        stability_limit: float | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.lr = float(lr)
@@ -93,12 +95,15 @@ class AnalysisCallback(pl.Callback):
         self.gains = gains
         self.gain_restarts = gain_restarts
         self.gain_steps = gain_steps
+        self.stability_limit = stability_limit
         self.results: dict[str, Any] = {}
         self.tracked: list[dict[str, float]] = []
         self._last_eigenvector: torch.Tensor | None = None
 
     @classmethod
-    def from_config(cls, cfg: dict, output_dir: str | Path, lr: float) -> AnalysisCallback:
+    def from_config(
+        cls, cfg: dict, output_dir: str | Path, lr: float, stability_limit: float | None = None
+    ) -> AnalysisCallback:
         sharp, gains = cfg["sharpness"], cfg.get("gains", {})
         return cls(
             output_dir,
@@ -114,6 +119,7 @@ class AnalysisCallback(pl.Callback):
             gains=gains.get("enabled", False),
             gain_restarts=gains.get("restarts", 100),
             gain_steps=gains.get("steps", 300),
+            stability_limit=stability_limit,
         )
 
     def _sharpness(self, pl_module: RegressionModule):
@@ -162,6 +168,11 @@ class AnalysisCallback(pl.Callback):
             tracking.set_tags(trainer.logger, {"analysis": "skipped (diverged)"})
             return
         self.results = self._measure_sharpness(trainer, pl_module)
+        lam = self.results.get("lambda_max")
+        if self.stability_limit is not None and lam is not None and pl_module.status == "converged":
+            # A plateau where lr x lambda_max exceeds the limit is an oscillation around an
+            # unstable point, not convergence to a minimum (App. I, eq. S4).
+            pl_module.criterion.mark_unstable(self.lr * lam, self.stability_limit)
         if self.tracked:
             self.results["tracked"] = self.tracked
         if self.gains:

@@ -186,6 +186,7 @@ def cross_sections(arrays: dict, pairs: Sequence[dict], path: Path, labels: dict
     )
     axes[0].set_xlabel("t")
     axes[0].set_ylabel("training loss")
+    axes[0].set_yscale("log")  # the loss grows by orders of magnitude past the minima
     close = arrays["closeup_ts"]
     for ax, method, offset, color, tag in (
         (axes[1], flat, 0.0, GREEN, "(b)"),

@@ -63,6 +63,8 @@ def _csv_value(value):
 def _parse(text: str):
     if text == "":
         return None
+    if text in ("True", "False"):
+        return text == "True"
     for cast in (int, float):
         try:
             return cast(text)

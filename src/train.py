@@ -58,17 +58,36 @@ def default_run_name(cfg: dict) -> str:
     )
 
 
-def build_callbacks(cfg: dict, output_dir: Path) -> list[pl.Callback]:
-    callbacks: list[pl.Callback] = [
-        RunRecorder(output_dir, cfg, log_checkpoint=cfg["logger"].get("log_checkpoint", True))
-    ]
+def build_callbacks(cfg: dict, output_dir: Path) -> tuple[RunRecorder, list[pl.Callback]]:
+    """The run recorder, and all callbacks in the order they must run at the end of fit:
+    the analysis first (it may find the plateau linearly unstable), then the recorder."""
+    recorder = RunRecorder(
+        output_dir, cfg, log_checkpoint=cfg["logger"].get("log_checkpoint", True)
+    )
+    callbacks: list[pl.Callback] = []
     if cfg.get("analysis", {}).get("enabled", False):
         from src.callbacks import AnalysisCallback
 
         callbacks.append(
-            AnalysisCallback.from_config(cfg["analysis"], output_dir, cfg["optimizer"]["lr"])
+            AnalysisCallback.from_config(
+                cfg["analysis"],
+                output_dir,
+                cfg["optimizer"]["lr"],
+                stability_limit=stability_limit(cfg),
+            )
         )
-    return callbacks
+    return recorder, [*callbacks, recorder]
+
+
+def stability_limit(cfg: dict) -> float | None:
+    """The bound on lr x lambda_max above which a minimum is linearly unstable for the
+    optimizer (App. I, eq. S4: 2 for plain GD/SGD; 2 (1 + beta) with heavy-ball momentum beta).
+    None when the run should not be judged by it (Adam, or the check switched off)."""
+    if not cfg["callbacks"]["convergence"].get("require_linear_stability", False):
+        return None
+    if cfg["optimizer"]["name"] != "sgd":
+        return None
+    return 2.0 * (1.0 + float(cfg["optimizer"].get("momentum", 0.0)))
 
 
 def train(
@@ -128,7 +147,7 @@ def train(
             lg.get("run_name") or default_run_name(resolved),
             tags={"init": resolved["init"]["name"], "dataset": data.name, **(tags or {})},
         )
-    callbacks = build_callbacks(resolved, output_dir)
+    recorder, callbacks = build_callbacks(resolved, output_dir)
     try:
         if logger is not None:
             params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
@@ -157,7 +176,7 @@ def train(
         steps=int(final["steps"]),
         ms_per_step=final["ms_per_step"],
         output_dir=str(output_dir),
-        checkpoint_path=str(callbacks[0].checkpoint_path) if callbacks[0].checkpoint_path else None,
+        checkpoint_path=str(recorder.checkpoint_path) if recorder.checkpoint_path else None,
         run_id=tracking.run_id(logger),
         history=module.history,
         analysis=analysis,

@@ -85,6 +85,12 @@ class ConvergenceCriterion:
         self._previous = loss
         return self.status
 
+    def mark_unstable(self, lr_times_lambda: float, limit: float) -> None:
+        """A plateau reached with lr x lambda_max above the stability limit is not a converged
+        run: GD/SGD cannot stay at a minimum that sharp (App. I), so it is oscillating."""
+        if self.status == "converged" and lr_times_lambda > limit:
+            self.status, self.reason = None, "linearly_unstable_plateau"
+
     def is_trivial(self, loss: float) -> bool:
         if self.max_loss_ratio is None or self.baseline_loss is None:
             return False

@@ -126,3 +126,43 @@ def test_linear_net_sharpness_matches_theorem1_through_training(compose_cfg, tmp
     s_max = float(torch.linalg.matrix_norm(product, ord=2))
     predicted = 2 * 3 * s_max ** (2 * (1 - 1 / 3)) / 4  # eq. (17), loss averaged over d_y = 4
     assert result.analysis["lambda_max"] == pytest.approx(predicted, rel=1e-4)
+
+
+def test_unstable_plateau_is_not_converged(compose_cfg, tmp_path, mlflow_uri, monkeypatch):
+    """A plateau with lr x lambda_max above the stability limit is relabelled not_converged."""
+    import src.train
+
+    overrides = (
+        "dataset=synthetic",
+        "model=linear",
+        "depth=2",
+        "lr=2.0",
+        "batch_size=512",
+        "trainer.max_epochs=500",
+        "callbacks.convergence.tol=1e-5",
+        "callbacks.convergence.patience=3",
+        "analysis=default",
+        "analysis.gains.enabled=false",
+        "logger=mlflow",
+    )
+    stable = train(compose_cfg(*overrides), output_dir=tmp_path / "stable")
+    assert stable.status == "converged"
+    assert 2.0 * stable.analysis["lambda_max"] < 2.0  # genuinely stable
+    # the same run judged against a limit it exceeds
+    monkeypatch.setattr(src.train, "stability_limit", lambda cfg: 1e-3)
+    unstable = train(compose_cfg(*overrides), output_dir=tmp_path / "unstable")
+    assert unstable.status == "not_converged"
+    run = next(r for r in all_runs(mlflow_uri) if r.info.run_id == unstable.run_id)
+    assert run.data.tags["status"] == "not_converged"
+    assert run.data.tags["stop_reason"] == "linearly_unstable_plateau"
+
+
+def test_stability_limit_depends_on_the_optimizer(compose_cfg):
+    from src.config import validate
+    from src.train import stability_limit
+
+    assert stability_limit(validate(compose_cfg())) == 2.0
+    assert stability_limit(validate(compose_cfg("optimizer.momentum=0.9"))) == pytest.approx(3.8)
+    assert stability_limit(validate(compose_cfg("optimizer=adam"))) is None
+    off = compose_cfg("callbacks.convergence.require_linear_stability=false")
+    assert stability_limit(validate(off)) is None

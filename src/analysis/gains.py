@@ -80,7 +80,7 @@ def linear_gain_profile(weights: list[torch.Tensor]) -> dict:
 class GainProfile:
     """Estimated gains of a (nonlinear) network; lists are indexed by layer k = 1..m."""
 
-    max_gain: list[float]  # best ||h_k(x)|| / ||x|| over restarts and steps (blue dots, Fig. 6)
+    max_gain: list[float]  # best ||h_k(x)|| / ||x|| over every input evaluated (blue dots, Fig. 6)
     maximal_input_gains: list[float]  # gains of the input with maximal end-to-end gain (red)
     restart_gains: np.ndarray  # (m, R): each restart's best gain, sorted descending per layer
     history_steps: list[int]  # steps at which the running best was recorded
@@ -208,31 +208,38 @@ def _ascend(layer_outputs, input_dim, restarts, steps, radius, lr, seed, like, h
     block_of_row = rows // restarts
     tiny = torch.finfo(like.dtype).tiny
 
-    def log_gain_and_tangent(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_gain_and_tangent(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         u = u.detach().requires_grad_(True)
         outs = layer_outputs(radius * u)
-        # norm of h_k for the rows of block k, gathered from the layer-k output
-        norms = torch.stack([h.flatten(1).norm(dim=1) for h in outs])[block_of_row, rows]
-        log_gain = torch.log(norms.clamp_min(tiny)) - np.log(radius)
+        all_norms = torch.stack([h.flatten(1).norm(dim=1) for h in outs])  # (depth, rows)
+        all_log_gains = torch.log(all_norms.clamp_min(tiny)) - np.log(radius)
+        # block k's objective: the gain up to layer k of its own rows
+        log_gain = all_log_gains[block_of_row, rows]
         (gradient,) = torch.autograd.grad(log_gain.sum(), u)
         tangent = gradient - (gradient * u).sum(dim=1, keepdim=True) * u.detach()
-        return log_gain.detach(), tangent
+        return log_gain.detach(), tangent, all_log_gains.detach()
 
     best = torch.full((depth * restarts,), -float("inf"), dtype=like.dtype, device=like.device)
+    # Every input evaluated is a candidate for every layer (on ReLU nets the search for layer k
+    # can stall below the gain another block's input reaches at layer k).
+    best_any_input = torch.full((depth,), -float("inf"), dtype=like.dtype, device=like.device)
     best_end_to_end_inputs = directions[(depth - 1) * restarts :]
     checkpoints = sorted({int(round(s)) for s in np.linspace(0, steps, history_points)})
     history = []
     for step in range(steps + 1):
-        log_gain, tangent = log_gain_and_tangent(directions)
+        log_gain, tangent, all_log_gains = log_gain_and_tangent(directions)
         improved = log_gain > best  # each restart keeps its best point; no host sync
         best = torch.where(improved, log_gain, best)
+        best_any_input = torch.maximum(best_any_input, all_log_gains.amax(dim=1))
         best_end_to_end_inputs = torch.where(
             improved[(depth - 1) * restarts :, None],
             directions[(depth - 1) * restarts :],
             best_end_to_end_inputs,
         )
         if step in checkpoints:
-            history.append(best.exp().view(depth, restarts).amax(dim=1))
+            history.append(
+                torch.maximum(best.view(depth, restarts).amax(dim=1), best_any_input).exp()
+            )
         if step == steps:
             break
         # Cosine-decayed step from lr to 0.02 lr: early steps of ~1 (the power step on a linear
@@ -252,8 +259,9 @@ def _ascend(layer_outputs, input_dim, restarts, steps, radius, lr, seed, like, h
             float(h.flatten(1).norm(dim=1)[0] / radius) for h in layer_outputs(maximal_input)
         ]
     restart_gains = np.sort(restart_gains.double().cpu().numpy(), axis=1)[:, ::-1].copy()
+    max_gain = np.maximum(restart_gains[:, 0], best_any_input.exp().double().cpu().numpy())
     return GainProfile(
-        max_gain=restart_gains[:, 0].tolist(),
+        max_gain=max_gain.tolist(),
         maximal_input_gains=maximal_input_gains,
         restart_gains=restart_gains,
         history_steps=checkpoints,
