@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,25 @@ def setup_logging() -> None:
         "mlflow",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stage_main(
+    run: Callable[[argparse.Namespace], Any],
+    description: str,
+    argv: list[str] | None = None,
+    configure: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """Parse the stage's arguments and run it; a settings error is one line and exit status 1."""
+    from src.train import USER_ERRORS
+
+    parser = stage_parser(description.strip().splitlines()[0])
+    if configure is not None:
+        configure(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        run(args)
+    except (ParamsError, *USER_ERRORS) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.common import setup_logging, stage_parser
+from pipelines.common import stage_main
 from src import figures
 from src.results import load_json, read_csv
 
@@ -73,11 +73,7 @@ def run(root: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    setup_logging()
-    for path in run(args.root):
-        print(path)
-    return 0
+    return stage_main(lambda args: print(*run(args.root), sep="\n"), __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.common import (
-    load_params,
-    profile_settings,
-    setup_logging,
-    stage_parser,
-    training_overrides,
-)
+from pipelines.common import load_params, profile_settings, stage_main, training_overrides
 from src.analysis.cross_sections import loss_along_direction, loss_along_line
 from src.analysis.hessian import hessian_vector_product
 from src.analysis.landscape import flat_parameters
@@ -246,10 +240,7 @@ def run(params_path: str, root: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    setup_logging()
-    run(args.params, args.root)
-    return 0
+    return stage_main(lambda args: run(args.params, args.root), __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from pipelines.common import (
     launcher_settings,
     load_params,
     profile_settings,
-    setup_logging,
-    stage_parser,
+    stage_main,
     training_overrides,
 )
 from src.experiments import prune_results, run_grid
@@ -48,12 +47,14 @@ def run(stage: str, params_path: str, root: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--stage", required=True, help="params.yaml section, e.g. grid_identity")
-    args = parser.parse_args(argv)
-    setup_logging()
-    run(args.stage, args.params, args.root)
-    return 0
+    def configure(parser):
+        parser.add_argument(
+            "--stage", required=True, help="params.yaml section, e.g. grid_identity"
+        )
+
+    return stage_main(
+        lambda args: run(args.stage, args.params, args.root), __doc__, argv, configure
+    )
 
 
 if __name__ == "__main__":

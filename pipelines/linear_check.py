@@ -16,13 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.common import (
-    load_params,
-    profile_settings,
-    setup_logging,
-    stage_parser,
-    training_overrides,
-)
+from pipelines.common import load_params, profile_settings, stage_main, training_overrides
 from src.experiments import prune_results, run_grid
 from src.results import write_csv, write_json
 
@@ -109,10 +103,7 @@ def run(params_path: str, root: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    setup_logging()
-    run(args.params, args.root)
-    return 0
+    return stage_main(lambda args: run(args.params, args.root), __doc__, argv)
 
 
 if __name__ == "__main__":

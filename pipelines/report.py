@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.common import load_params, profile_settings, setup_logging, stage_parser
+from pipelines.common import load_params, profile_settings, stage_main
 from src import tracking
 from src.report import check_claims, render_report
 from src.results import load_json, read_csv, write_json
@@ -100,10 +100,7 @@ def log_summary_run(params: dict, root: Path, report_path: Path, claims: list[di
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    setup_logging()
-    print(run(args.params, args.root))
-    return 0
+    return stage_main(lambda args: print(run(args.params, args.root)), __doc__, argv)
 
 
 if __name__ == "__main__":

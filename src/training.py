@@ -16,21 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.analysis.hessian import full_loss
 from src.data import TensorData, resample_noise
 
 STATUSES = ("converged", "not_converged", "diverged")
-
-
-@torch.no_grad()
-def mean_loss(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int
-) -> float:
-    """Mean squared error over all samples and outputs, computed in chunks (no graph kept)."""
-    total = torch.zeros((), dtype=torch.float64, device=inputs.device)
-    for start in range(0, inputs.shape[0], chunk_size):
-        x, y = inputs[start : start + chunk_size], targets[start : start + chunk_size]
-        total += F.mse_loss(model(x), y, reduction="sum").double()
-    return (total / targets.numel()).item()
 
 
 @dataclass
@@ -174,13 +163,25 @@ class RegressionModule(pl.LightningModule):
         return self.model(x)
 
     def train_loss(self) -> float:
-        return mean_loss(
-            self.model, self.data.train_inputs, self.data.train_targets, self.eval_chunk_size
+        return float(
+            full_loss(
+                self.model,
+                F.mse_loss,
+                self.data.train_inputs,
+                self.data.train_targets,
+                self.eval_chunk_size,
+            )
         )
 
     def val_loss(self) -> float:
-        return mean_loss(
-            self.model, self.data.val_inputs, self.data.val_targets, self.eval_chunk_size
+        return float(
+            full_loss(
+                self.model,
+                F.mse_loss,
+                self.data.val_inputs,
+                self.data.val_targets,
+                self.eval_chunk_size,
+            )
         )
 
     def on_fit_start(self) -> None:
