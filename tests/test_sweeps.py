@@ -72,3 +72,22 @@ def test_parallel_launchers(tmp_path, mlflow_uri, launcher):
     assert sorted(r.data.params["model.depth"] for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.tags["sweep_id"] for r in runs} == {str(tmp_path)}
+
+
+def test_pipeline_grid_through_a_hydra_launcher(tmp_path, mlflow_uri, monkeypatch):
+    """compute.launcher: the grid becomes a Hydra multirun whose jobs write the results."""
+    from src.experiments import run_grid
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    base = ["dataset.limit_train=100", "dataset.resolution=7", "trainer.max_epochs=1", "analysis=off"]
+    results = run_grid(
+        base, {"depth": [1, 2]}, tmp_path / "runs", output_root=tmp_path / "out",
+        launcher="submitit_local", launcher_overrides=["hydra.launcher.timeout_min=10"],
+    )
+    assert [r["config"]["model"]["depth"] for r in results] == [1, 2]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+    assert {r.data.tags["config_key"] for r in all_runs(mlflow_uri)} == {r["key"] for r in results}
+    # a second pass finds every result and trains nothing
+    again = run_grid(base, {"depth": [1, 2]}, tmp_path / "runs", launcher="inprocess")
+    assert [r["key"] for r in again] == [r["key"] for r in results]
+    assert len(all_runs(mlflow_uri)) == 2
