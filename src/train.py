@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from src import tracking
-from src.callbacks import RunRecorder
+from src.callbacks import AnalysisCallback, RunRecorder
 from src.config import ConfigValueError, check_model_fits_data, flatten, validate
 from src.data import DataError, load_dataset
 from src.models import MLP, initialize
@@ -66,8 +66,6 @@ def build_callbacks(cfg: dict, output_dir: Path) -> tuple[RunRecorder, list[pl.C
     )
     callbacks: list[pl.Callback] = []
     if cfg.get("analysis", {}).get("enabled", False):
-        from src.callbacks import AnalysisCallback
-
         callbacks.append(
             AnalysisCallback.from_config(
                 cfg["analysis"],
@@ -166,7 +164,7 @@ def train(
         raise
 
     final = module.final_metrics()
-    analysis = next((c.results for c in callbacks if hasattr(c, "results")), {})
+    analysis = next((c.results for c in callbacks if isinstance(c, AnalysisCallback)), {})
     return TrainResult(
         status=module.status,
         final_train_loss=final["final_train_loss"],

@@ -21,6 +21,19 @@ FAST = [
 ]
 
 
+# A whitened linear regression that full-batch GD solves within a few hundred epochs.
+CONVERGING_LINEAR_RUN = (
+    "dataset=synthetic",
+    "model=linear",
+    "depth=2",
+    "lr=2.0",
+    "batch_size=512",
+    "trainer.max_epochs=500",
+    "callbacks.convergence.tol=1e-5",
+    "callbacks.convergence.patience=3",
+)
+
+
 def all_runs(uri: str):
     import mlflow
 

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import torch
 import torch.nn.functional as F
-from support import all_runs
+from support import CONVERGING_LINEAR_RUN, all_runs
 
 from src.analysis.hessian import exact_hessian
 from src.models import MLP
@@ -133,14 +133,7 @@ def test_unstable_plateau_is_not_converged(compose_cfg, tmp_path, mlflow_uri, mo
     import src.train
 
     overrides = (
-        "dataset=synthetic",
-        "model=linear",
-        "depth=2",
-        "lr=2.0",
-        "batch_size=512",
-        "trainer.max_epochs=500",
-        "callbacks.convergence.tol=1e-5",
-        "callbacks.convergence.patience=3",
+        *CONVERGING_LINEAR_RUN,
         "analysis=default",
         "analysis.gains.enabled=false",
         "logger=mlflow",

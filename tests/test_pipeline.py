@@ -206,11 +206,30 @@ def test_interrupted_grid_resumes_without_retraining(project):
 
 def test_stage_with_bad_params_fails_in_one_line(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text((REPO / "params.yaml").read_text().replace("\nprofile: cpu\n", "\nprofile: nope\n"))
+    params.write_text(
+        (REPO / "params.yaml").read_text().replace("\nprofile: cpu\n", "\nprofile: nope\n")
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.grid", "--stage", "grid_identity", "--params", str(params), "--root", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=_env(tmp_path),
+        [
+            sys.executable,
+            "-m",
+            "pipelines.grid",
+            "--stage",
+            "grid_identity",
+            "--params",
+            str(params),
+            "--root",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(tmp_path),
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == "error: params.yaml: missing key 'grid_identity.nope'"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "error: params.yaml: missing key 'grid_identity.nope'"
+    )
     assert not (tmp_path / "results").exists()

@@ -79,10 +79,19 @@ def test_pipeline_grid_through_a_hydra_launcher(tmp_path, mlflow_uri, monkeypatc
     from src.experiments import run_grid
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    base = ["dataset.limit_train=100", "dataset.resolution=7", "trainer.max_epochs=1", "analysis=off"]
+    base = [
+        "dataset.limit_train=100",
+        "dataset.resolution=7",
+        "trainer.max_epochs=1",
+        "analysis=off",
+    ]
     results = run_grid(
-        base, {"depth": [1, 2]}, tmp_path / "runs", output_root=tmp_path / "out",
-        launcher="submitit_local", launcher_overrides=["hydra.launcher.timeout_min=10"],
+        base,
+        {"depth": [1, 2]},
+        tmp_path / "runs",
+        output_root=tmp_path / "out",
+        launcher="submitit_local",
+        launcher_overrides=["hydra.launcher.timeout_min=10"],
     )
     assert [r["config"]["model"]["depth"] for r in results] == [1, 2]
     assert len(list((tmp_path / "runs").glob("*.json"))) == 2

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from omegaconf import OmegaConf
-from support import all_runs, run_cli, write_idx
+from support import CONVERGING_LINEAR_RUN, all_runs, run_cli, write_idx
 
 from src.config import ConfigValueError, validate
 from src.data import DataError, load_dataset
@@ -181,17 +181,7 @@ def test_convergence_criterion():
 
 
 def test_converged_run_stops_early(compose_cfg, tmp_path):
-    cfg = compose_cfg(
-        "dataset=synthetic",
-        "model=linear",
-        "depth=2",
-        "lr=2.0",
-        "batch_size=512",
-        "trainer.max_epochs=500",
-        "callbacks.convergence.tol=1e-5",
-        "callbacks.convergence.patience=3",
-    )
-    result = train(cfg, output_dir=tmp_path)
+    result = train(compose_cfg(*CONVERGING_LINEAR_RUN), output_dir=tmp_path)
     assert result.status == "converged"
     assert result.epochs < 500
     # a whitened linear regression converges to the least-squares loss
