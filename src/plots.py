@@ -51,6 +51,8 @@ def save(fig, path: str | Path, formats: Sequence[str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     for fmt in formats or (path.suffix.lstrip("."),):
-        fig.savefig(path.with_suffix(f".{fmt}"), dpi=150)
+        # no creation date in the PDF: the same data gives the same file (DVC sees no change)
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        fig.savefig(path.with_suffix(f".{fmt}"), dpi=150, metadata=metadata)
     plt.close(fig)
     return path
