@@ -6,7 +6,6 @@ MLflow summary run holding the figures and the report.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -82,9 +81,7 @@ def log_summary_run(params: dict, root: Path, report_path: Path, claims: list[di
     """One MLflow run (experiment "report") with the report, the claims and every figure."""
     import mlflow
 
-    uri = tracking.resolve_tracking_uri(
-        os.environ.get("MLFLOW_TRACKING_URI") or params.get("mlflow", {}).get("tracking_uri")
-    )
+    uri = tracking.environment_first_uri(params.get("mlflow", {}).get("tracking_uri"))
     tracking.check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("report")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
 from src.theory import figures, verify
+from src.tracking import environment_first_uri
 
 VERIFY_JSON = Path("results/theory/verify.json")
 METRICS_JSON = Path("results/theory/metrics.json")
@@ -58,15 +58,6 @@ def load_settings(params_path: str | Path) -> dict:
     return settings
 
 
-def tracking_uri(settings: dict) -> str:
-    """$MLFLOW_TRACKING_URI, else params' mlflow.tracking_uri, else sqlite:///mlflow.db here."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or settings.get("tracking_uri")
-        or "sqlite:///mlflow.db"
-    )
-
-
 def flat_metrics(report: dict) -> dict[str, float]:
     """One number per claim (its worst error), all_passed, and the findings' relative gaps."""
     metrics = {}
@@ -87,7 +78,7 @@ def log_to_mlflow(
     """Log one run to experiment "theory" (artifacts: (file, artifact folder)); returns its id."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(settings))
+    mlflow.set_tracking_uri(environment_first_uri(settings.get("tracking_uri")))
     mlflow.set_experiment("theory")
     with mlflow.start_run(run_name="theory") as run:
         mlflow.log_params(

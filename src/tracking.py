@@ -25,6 +25,12 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+def environment_first_uri(configured: str | None) -> str:
+    """$MLFLOW_TRACKING_URI if set, else `configured` (e.g. params.yaml's), else the default;
+    made absolute. The pipeline stages log where the training runs they start log."""
+    return resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or configured)
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (instead of MLflow's minutes of retries) when an HTTP server does not answer."""
     if not uri.startswith(("http://", "https://")):
