@@ -60,6 +60,25 @@ def launcher_settings(params: dict[str, Any]) -> tuple[str, list[str]]:
     return compute.get("launcher", "inprocess"), list(compute.get("launcher_overrides", []) or [])
 
 
+def batching_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """run_grid's batching arguments from params.yaml's `compute` section."""
+    compute = params.get("compute", {}) or {}
+    return {
+        "batch_models": compute.get("batch_models", "auto"),
+        "max_models_per_batch": compute.get("max_models_per_batch", 16),
+    }
+
+
+def grid_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """run_grid's launcher and batching arguments from params.yaml's `compute` section."""
+    launcher, launcher_overrides = launcher_settings(params)
+    return {
+        "launcher": launcher,
+        "launcher_overrides": launcher_overrides,
+        **batching_settings(params),
+    }
+
+
 def stage_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(

@@ -12,7 +12,13 @@ import math
 import sys
 from pathlib import Path
 
-from pipelines.common import load_params, profile_settings, stage_main, training_overrides
+from pipelines.common import (
+    batching_settings,
+    load_params,
+    profile_settings,
+    stage_main,
+    training_overrides,
+)
 from src.experiments import prune_results, run_grid
 from src.results import write_csv, write_json
 
@@ -33,6 +39,7 @@ def run(params_path: str, root: str) -> None:
         {"init": settings["inits"]},
         results_dir=out / "runs",
         output_root=Path(root) / "outputs" / "pipeline" / STAGE,
+        **batching_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
     rows, summary = [], {}

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.common import load_params, profile_settings, stage_main, training_overrides
+from pipelines.common import (
+    batching_settings,
+    load_params,
+    profile_settings,
+    stage_main,
+    training_overrides,
+)
 from src.analysis.cross_sections import loss_along_direction, loss_along_line
 from src.analysis.hessian import hessian_vector_product
 from src.analysis.landscape import flat_parameters
@@ -58,6 +64,7 @@ def train_methods(params: dict, settings: dict, root: Path) -> dict[str, list[di
             results_dir=out / "runs",
             output_root=root / "outputs" / "pipeline" / STAGE,
             require_files=("checkpoint_path", "analysis.eigenvector_path"),
+            **batching_settings(params),
         )
     prune_results(out / "runs", [r["key"] for results in runs.values() for r in results])
     return runs

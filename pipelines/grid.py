@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from pipelines.common import (
-    launcher_settings,
+    grid_settings,
     load_params,
     profile_settings,
     stage_main,
@@ -28,7 +28,6 @@ def run(stage: str, params_path: str, root: str) -> None:
     params = load_params(params_path)
     settings = profile_settings(params, stage)
     out = Path(root) / "results" / stage
-    launcher, launcher_overrides = launcher_settings(params)
     axes = {"depth": settings["depths"], "lr": settings["lrs"]}
     if settings.get("seeds"):
         axes["seed"] = settings["seeds"]
@@ -37,8 +36,7 @@ def run(stage: str, params_path: str, root: str) -> None:
         axes,
         results_dir=out / "runs",
         output_root=Path(root) / "outputs" / "pipeline" / stage,
-        launcher=launcher,
-        launcher_overrides=launcher_overrides,
+        **grid_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
     rows = grid_rows(results)

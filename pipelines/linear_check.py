@@ -16,7 +16,13 @@ from pathlib import Path
 
 import torch
 
-from pipelines.common import load_params, profile_settings, stage_main, training_overrides
+from pipelines.common import (
+    batching_settings,
+    load_params,
+    profile_settings,
+    stage_main,
+    training_overrides,
+)
 from src.experiments import prune_results, run_grid
 from src.results import write_csv, write_json
 
@@ -45,6 +51,7 @@ def run(params_path: str, root: str) -> None:
         results_dir=out / "runs",
         output_root=Path(root) / "outputs" / "pipeline" / STAGE,
         require_files=("checkpoint_path",),
+        **batching_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
     rows = []

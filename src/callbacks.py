@@ -33,8 +33,12 @@ class RunRecorder(pl.Callback):
         self.checkpoint_path: Path | None = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: RegressionModule) -> None:
+        self.record(trainer.logger, pl_module)
+
+    def record(self, logger, pl_module: RegressionModule) -> None:
+        """Everything on_fit_end does, for a run trained outside a Trainer (src.batched)."""
         metrics = pl_module.final_metrics()
-        tracking.log_metrics(trainer.logger, metrics, step=trainer.global_step)
+        tracking.log_metrics(logger, metrics, step=pl_module.steps)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.output_dir / "model.pt"
         torch.save(
@@ -52,9 +56,9 @@ class RunRecorder(pl.Callback):
             "stop_reason": pl_module.criterion.reason,
             "checkpoint_path": str(self.checkpoint_path.resolve()),
         }
-        tracking.set_tags(trainer.logger, tags)
+        tracking.set_tags(logger, tags)
         if self.log_checkpoint:
-            tracking.log_artifact(trainer.logger, self.checkpoint_path)
+            tracking.log_artifact(logger, self.checkpoint_path)
 
 
 class AnalysisCallback(pl.Callback):
@@ -159,15 +163,19 @@ class AnalysisCallback(pl.Callback):
                 "lambda_max_tracked": point["lambda_max"],
                 "lr_times_lambda_max_tracked": point["lr_times_lambda_max"],
             },
-            step=trainer.global_step,
+            step=pl_module.steps,
         )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: RegressionModule) -> None:
+        self.analyze(trainer.logger, pl_module)
+
+    def analyze(self, logger, pl_module: RegressionModule) -> None:
+        """Everything on_fit_end does, for a run trained outside a Trainer (src.batched)."""
         if pl_module.status == "diverged":
             self.results = {"skipped": "diverged"}
-            tracking.set_tags(trainer.logger, {"analysis": "skipped (diverged)"})
+            tracking.set_tags(logger, {"analysis": "skipped (diverged)"})
             return
-        self.results = self._measure_sharpness(trainer, pl_module)
+        self.results = self._measure_sharpness(logger, pl_module)
         lam = self.results.get("lambda_max")
         if self.stability_limit is not None and lam is not None and pl_module.status == "converged":
             # A plateau where lr x lambda_max exceeds the limit is an oscillation around an
@@ -176,16 +184,14 @@ class AnalysisCallback(pl.Callback):
         if self.tracked:
             self.results["tracked"] = self.tracked
         if self.gains:
-            self.results["gains"] = self._measure_gains(trainer, pl_module)
+            self.results["gains"] = self._measure_gains(logger, pl_module)
 
-    def _measure_sharpness(
-        self, trainer: pl.Trainer, pl_module: RegressionModule
-    ) -> dict[str, Any]:
+    def _measure_sharpness(self, logger, pl_module: RegressionModule) -> dict[str, Any]:
         try:
             result = self._sharpness(pl_module)
         except SharpnessNotConverged as err:
             # A measurement that failed is recorded as such, not as a number.
-            tracking.set_tags(trainer.logger, {"hessian_status": f"not converged: {err}"})
+            tracking.set_tags(logger, {"hessian_status": f"not converged: {err}"})
             return {
                 "lambda_max": None,
                 "hessian_status": "not_converged",
@@ -201,7 +207,7 @@ class AnalysisCallback(pl.Callback):
         metrics.update(
             {f"lambda_{i + 1}": value for i, value in enumerate(result.eigenvalues[1:], start=1)}
         )
-        tracking.log_metrics(trainer.logger, metrics, step=trainer.global_step)
+        tracking.log_metrics(logger, metrics, step=pl_module.steps)
         out = {
             **metrics,
             "eigenvalues": list(result.eigenvalues),
@@ -215,10 +221,10 @@ class AnalysisCallback(pl.Callback):
                 {"eigenvector": result.eigenvector.cpu(), "eigenvalue": result.eigenvalue}, path
             )
             out["eigenvector_path"] = str(path.resolve())
-            tracking.set_tags(trainer.logger, {"eigenvector_path": out["eigenvector_path"]})
+            tracking.set_tags(logger, {"eigenvector_path": out["eigenvector_path"]})
         return out
 
-    def _measure_gains(self, trainer: pl.Trainer, pl_module: RegressionModule) -> dict[str, Any]:
+    def _measure_gains(self, logger, pl_module: RegressionModule) -> dict[str, Any]:
         from src.plots import plot_gain_profile
 
         inputs = pl_module.data.train_inputs
@@ -236,5 +242,5 @@ class AnalysisCallback(pl.Callback):
         json_path.write_text(json.dumps(gains, indent=1))
         png_path = plot_gain_profile(gains, self.output_dir / "gains.png")
         for path in (json_path, png_path):
-            tracking.log_artifact(trainer.logger, path, "analysis")
+            tracking.log_artifact(logger, path, "analysis")
         return gains

@@ -101,6 +101,26 @@ def validate(cfg: DictConfig | Mapping) -> dict:
     _number(cfg, "seed", minimum=0, integer=True)
 
     _number(cfg, "trainer.max_epochs", minimum=1, integer=True)
+    # The step loop is ours (src.steps): Lightning's precision plugins and batch limits would
+    # not reach it, so only settings it honours are accepted.
+    if str(_get(cfg, "trainer.precision", "32-true")) not in ("32-true", "32"):
+        raise ConfigValueError(
+            "trainer.precision", "must be 32-true (fp32; see performance.tf32)",
+            _get(cfg, "trainer.precision"),
+        )  # fmt: skip
+    if _get(cfg, "trainer.limit_train_batches", 1.0) not in (1, 1.0):
+        raise ConfigValueError(
+            "trainer.limit_train_batches", "must be 1.0 (use dataset.limit_train or max_steps)",
+            _get(cfg, "trainer.limit_train_batches"),
+        )  # fmt: skip
+    graph = _get(cfg, "performance.cuda_graph")
+    if isinstance(graph, bool):  # YAML's true/false
+        cfg["performance"]["cuda_graph"] = graph = str(graph).lower()
+    _choice(cfg, "performance.cuda_graph", ("auto", "true", "false"))
+    if not isinstance(_get(cfg, "performance.tf32"), bool):
+        raise ConfigValueError(
+            "performance.tf32", "must be true or false", _get(cfg, "performance.tf32")
+        )
     _number(cfg, "callbacks.convergence.tol", minimum=0, exclusive=True)
     _number(cfg, "callbacks.convergence.patience", minimum=1, integer=True)
     _number(cfg, "callbacks.divergence.factor", minimum=1, exclusive=True)

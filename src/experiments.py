@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from src.config import validate
+from src.config import ConfigValueError, validate
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,16 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 # The code that produces a result: changing it must not let an old result be reused.
-_RESULT_CODE = ("train.py", "training.py", "models.py", "data.py", "callbacks.py", "analysis")
+_RESULT_CODE = (
+    "train.py",
+    "training.py",
+    "steps.py",
+    "batched.py",
+    "models.py",
+    "data.py",
+    "callbacks.py",
+    "analysis",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,6 +113,27 @@ def _stored_file_exists(result: Mapping, field: str) -> bool:
     return bool(node) and Path(node).is_file()
 
 
+def cached_result(
+    resolved: Mapping[str, Any], results_dir: str | Path, require_files: Sequence[str] = ()
+) -> dict | None:
+    """The stored result of a run, if it exists and the files it names still do."""
+    cached = load_result(Path(results_dir) / f"{config_key(resolved)}.json")
+    if cached is not None and all(_stored_file_exists(cached, f) for f in require_files):
+        return cached
+    return None
+
+
+def store_result(resolved: Mapping[str, Any], result, results_dir: str | Path) -> dict:
+    key = config_key(resolved)
+    payload = {"key": key, "config": resolved, **result.to_dict()}
+    write_json_atomic(Path(results_dir) / f"{key}.json", payload)
+    return payload
+
+
+def run_output_dir(resolved, results_dir, output_root) -> Path:
+    return Path(output_root or Path(results_dir).parent / "outputs") / config_key(resolved)
+
+
 def train_cached(
     cfg: DictConfig | Mapping,
     results_dir: str | Path,
@@ -121,16 +151,56 @@ def train_cached(
     from src.train import train
 
     resolved = validate(cfg)
-    key = config_key(resolved)
-    path = Path(results_dir) / f"{key}.json"
-    cached = load_result(path)
-    if cached is not None and all(_stored_file_exists(cached, f) for f in require_files):
+    cached = cached_result(resolved, results_dir, require_files)
+    if cached is not None:
         return cached
-    output_dir = Path(output_root or Path(results_dir).parent / "outputs") / key
+    key = config_key(resolved)
+    output_dir = run_output_dir(resolved, results_dir, output_root)
     result = train(cfg, output_dir=output_dir, tags={"config_key": key, **(tags or {})}, data=data)
-    payload = {"key": key, "config": resolved, **result.to_dict()}
-    write_json_atomic(path, payload)
-    return payload
+    return store_result(resolved, result, results_dir)
+
+
+def use_batches(batch_models: str | bool) -> bool:
+    """ "auto": batch when a GPU is present (on CPUs K nets cost K times one); or true/false."""
+    value = str(batch_models).lower()
+    if value not in ("auto", "true", "false"):
+        raise ConfigValueError("compute.batch_models", "must be auto, true or false", batch_models)
+    if value == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return value == "true"
+
+
+def train_pending_in_batches(
+    pending: Sequence[tuple[DictConfig, dict]],
+    results_dir: Path,
+    output_root: str | Path | None,
+    data_for,
+    max_models: int,
+) -> None:
+    """Train runs that differ only in seed / lr as batched models (src.batched), storing each
+    member's result as train_cached would. Runs that cannot be batched are left to the caller."""
+    from src.batched import batch_key, batchable, train_batched
+
+    groups: dict[str, list[tuple[DictConfig, dict]]] = {}
+    for cfg, resolved in pending:
+        if batchable(resolved) is None:
+            groups.setdefault(batch_key(resolved), []).append((cfg, resolved))
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        for start in range(0, len(group), max_models):
+            chunk = group[start : start + max_models]
+            resolved = [r for _, r in chunk]
+            results = train_batched(
+                [c for c, _ in chunk],
+                output_dirs=[run_output_dir(r, results_dir, output_root) for r in resolved],
+                tags=[{"config_key": config_key(r)} for r in resolved],
+                data=data_for(resolved[0]),
+            )
+            for r, result in zip(resolved, results):
+                store_result(r, result, results_dir)
 
 
 def expand_grid(axes: Mapping[str, Iterable[Any]]) -> list[list[str]]:
@@ -150,10 +220,14 @@ def run_grid(
     launcher: str = "inprocess",
     launcher_overrides: Sequence[str] = (),
     require_files: Sequence[str] = (),
+    batch_models: str | bool = "auto",
+    max_models_per_batch: int = 16,
 ) -> list[dict]:
     """Train every combination of `axes` on top of `base_overrides`; return results in grid order.
 
-    launcher="inprocess" trains one run after another here, loading each data set once. Any
+    launcher="inprocess" trains here, loading each data set once; with `batch_models` (auto:
+    when a GPU is present) the runs that differ only in seed or lr are trained together as
+    batched models of up to `max_models_per_batch` members (src.batched). Any
     other value is a Hydra launcher option (`submitit_slurm`, `submitit_local`, `joblib`,
     `basic`): the grid becomes one Hydra multirun whose jobs write their results to
     `results_dir`; runs already there are skipped by the jobs themselves.
@@ -168,25 +242,34 @@ def run_grid(
         _launch_multirun(
             base_overrides, axes, results_dir, output_root, launcher, launcher_overrides
         )
-    results: list[dict] = []
     data_cache: dict[str, Any] = {}
-    for job in jobs:
-        cfg = compose_config([*base_overrides, *job])
+
+    def data_for(resolved: Mapping[str, Any]):
+        data_key = json.dumps(resolved["dataset"], sort_keys=True)
+        if data_key not in data_cache:
+            data_cache[data_key] = load_dataset(resolved["dataset"])
+        return data_cache[data_key]
+
+    configs = [compose_config([*base_overrides, *job]) for job in jobs]
+    if launcher == "inprocess" and use_batches(batch_models):
+        pending = [
+            (cfg, resolved)
+            for cfg in configs
+            if cached_result(resolved := validate(cfg), results_dir, require_files) is None
+        ]
+        train_pending_in_batches(
+            pending, results_dir, output_root, data_for, int(max_models_per_batch)
+        )
+    results: list[dict] = []
+    for job, cfg in zip(jobs, configs):
         resolved = validate(cfg)
         if launcher != "inprocess":
             result = load_result(results_dir / f"{config_key(resolved)}.json")
             if result is None:
                 raise RuntimeError(f"grid job {' '.join(job)} wrote no result to {results_dir}")
         else:
-            data_key = json.dumps(resolved["dataset"], sort_keys=True)
-            if data_key not in data_cache:
-                data_cache[data_key] = load_dataset(resolved["dataset"])
             result = train_cached(
-                cfg,
-                results_dir,
-                output_root,
-                data=data_cache[data_key],
-                require_files=require_files,
+                cfg, results_dir, output_root, data=data_for(resolved), require_files=require_files
             )
         results.append(result)
         log.info("%s: %s", " ".join(job), result["status"])

@@ -24,6 +24,7 @@ from src.callbacks import AnalysisCallback, RunRecorder
 from src.config import ConfigValueError, check_model_fits_data, flatten, validate
 from src.data import DataError, load_dataset
 from src.models import MLP, initialize
+from src.steps import check_capture_possible, matmul_precision
 from src.training import ConvergenceCriterion, RegressionModule
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class TrainResult:
     initial_train_loss: float
     epochs: int
     steps: int
-    ms_per_step: float
+    ms_per_step: float  # training wall time per optimizer step (batched: per model-step)
+    ms_per_step_steady: float  # the same after the first epoch (warm-up, graph capture)
     output_dir: str
     checkpoint_path: str | None
     run_id: str | None
@@ -103,66 +105,95 @@ def train(
     resolved = validate(cfg)
     data = load_dataset(resolved["dataset"]) if data is None else data
     check_model_fits_data(resolved, data.d_in, data.d_out)
-    output_dir = Path(
+    check_capture_possible(resolved)
+    output_dir = resolve_output_dir(resolved, output_dir)
+    pl.seed_everything(int(resolved["seed"]), workers=True, verbose=False)
+    # A diverging net passes through denormal floats, which are ~100x slower on CPUs; flushing
+    # them to zero changes no result at float32 precision.
+    torch.set_flush_denormal(True)
+    module = build_module(resolved, data, build_model(resolved, data))
+    logger = make_logger(resolved, data.name, tags)
+    recorder, callbacks = build_callbacks(resolved, output_dir)
+    try:
+        log_run_params(logger, resolved, module.model)
+        trainer = pl.Trainer(**resolved["trainer"], logger=logger or False, callbacks=callbacks)
+        with matmul_precision(resolved["performance"]["tf32"]):
+            trainer.fit(module)
+    except BaseException:
+        if logger is not None:
+            logger.finalize("failed")  # never leave a run marked RUNNING
+        raise
+    return train_result(module, callbacks, recorder, output_dir, logger)
+
+
+def resolve_output_dir(resolved: dict, output_dir: str | Path | None) -> Path:
+    return Path(
         output_dir
         or resolved.get("output_dir")
         or Path("outputs", "runs", f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}")
     )
 
-    seed = int(resolved["seed"])
-    pl.seed_everything(seed, workers=True, verbose=False)
-    # A diverging net passes through denormal floats, which are ~100x slower on CPUs; flushing
-    # them to zero changes no result at float32 precision.
-    torch.set_flush_denormal(True)
+
+def build_model(resolved: dict, data) -> MLP:
+    """The configured net, initialized from its own seeded generator (no global RNG)."""
     m = resolved["model"]
     model = MLP(data.d_in, data.d_out, m["depth"], m["width"], m["activation"], m["bias"])
-    initialize(model, resolved["init"]["name"], generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(int(resolved["seed"]))
+    return initialize(model, resolved["init"]["name"], generator=generator)
+
+
+def build_criterion(resolved: dict) -> ConvergenceCriterion:
     conv, div = resolved["callbacks"]["convergence"], resolved["callbacks"]["divergence"]
-    criterion = ConvergenceCriterion(
+    return ConvergenceCriterion(
         tol=conv["tol"],
         patience=conv["patience"],
         min_epochs=conv.get("min_epochs", 1),
         divergence_factor=div["factor"],
         max_loss_ratio=conv.get("max_loss_ratio"),
     )
-    module = RegressionModule(
+
+
+def build_module(resolved: dict, data, model: MLP) -> RegressionModule:
+    return RegressionModule(
         model,
         data,
         optimizer=resolved["optimizer"],
         batch_size=resolved["batch_size"],
-        seed=seed,
-        criterion=criterion,
+        seed=int(resolved["seed"]),
+        criterion=build_criterion(resolved),
         resample_noise=resolved["dataset"].get("resample_noise", False),
         log_every_n_epochs=resolved["callbacks"].get("log_every_n_epochs", 1),
+        cuda_graph=resolved["performance"]["cuda_graph"],
     )
 
-    logger = None
-    if resolved["logger"]["name"] == "mlflow":
-        lg = resolved["logger"]
-        logger = tracking.make_mlflow_logger(
-            lg["tracking_uri"],
-            lg["experiment_name"],
-            lg.get("run_name") or default_run_name(resolved),
-            tags={"init": resolved["init"]["name"], "dataset": data.name, **(tags or {})},
-        )
-    recorder, callbacks = build_callbacks(resolved, output_dir)
-    try:
-        if logger is not None:
-            params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
-            params.update(
-                init=resolved["init"]["name"],
-                dataset=resolved["dataset"]["name"],
-                optimizer=resolved["optimizer"]["name"],
-                n_parameters=sum(p.numel() for p in model.parameters()),
-            )
-            logger.log_hyperparams(params)
-        trainer = pl.Trainer(**resolved["trainer"], logger=logger or False, callbacks=callbacks)
-        trainer.fit(module)
-    except BaseException:
-        if logger is not None:
-            logger.finalize("failed")  # never leave a run marked RUNNING
-        raise
 
+def make_logger(resolved: dict, dataset_name: str, tags: dict[str, Any] | None):
+    """The run's MLflow logger (its run exists once this returns), or None for logger=none."""
+    if resolved["logger"]["name"] != "mlflow":
+        return None
+    lg = resolved["logger"]
+    return tracking.make_mlflow_logger(
+        lg["tracking_uri"],
+        lg["experiment_name"],
+        lg.get("run_name") or default_run_name(resolved),
+        tags={"init": resolved["init"]["name"], "dataset": dataset_name, **(tags or {})},
+    )
+
+
+def log_run_params(logger, resolved: dict, model: MLP) -> None:
+    if logger is None:
+        return
+    params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
+    params.update(
+        init=resolved["init"]["name"],
+        dataset=resolved["dataset"]["name"],
+        optimizer=resolved["optimizer"]["name"],
+        n_parameters=sum(p.numel() for p in model.parameters()),
+    )
+    logger.log_hyperparams(params)
+
+
+def train_result(module, callbacks, recorder, output_dir: Path, logger) -> TrainResult:
     final = module.final_metrics()
     analysis = next((c.results for c in callbacks if isinstance(c, AnalysisCallback)), {})
     return TrainResult(
@@ -173,6 +204,7 @@ def train(
         epochs=int(final["epochs"]),
         steps=int(final["steps"]),
         ms_per_step=final["ms_per_step"],
+        ms_per_step_steady=final["ms_per_step_steady"],
         output_dir=str(output_dir),
         checkpoint_path=str(recorder.checkpoint_path) if recorder.checkpoint_path else None,
         run_id=tracking.run_id(logger),

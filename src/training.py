@@ -1,7 +1,7 @@
 """Lightning module that trains a regression/denoising net on tensors held on the device.
 
 Batches are drawn by index from device-resident tensors (no DataLoader over samples, no
-per-sample transforms). The train "dataloader" yields only step numbers. Losses are summed on
+per-sample transforms). The train "dataloader" yields one item per epoch. Losses are summed on
 the device and read once per epoch, so there is no host-device synchronisation per step.
 """
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from src.analysis.hessian import full_loss
 from src.data import TensorData, resample_noise
+from src.steps import StepRunner, resolve_capture
 
 STATUSES = ("converged", "not_converged", "diverged")
 
@@ -90,8 +91,37 @@ class ConvergenceCriterion:
         return self.status or "not_converged"
 
 
+def make_optimizer(params, cfg: dict, capturable: bool = False) -> torch.optim.Optimizer:
+    """torch.optim.SGD / Adam from an `optimizer` config. `capturable` keeps Adam's step count
+    on the device, which a CUDA graph needs (SGD has no step count)."""
+    if cfg["name"] == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg["lr"],
+            momentum=cfg.get("momentum", 0.0),
+            weight_decay=cfg.get("weight_decay", 0.0),
+        )
+    if cfg["name"] == "adam":
+        return torch.optim.Adam(
+            params,
+            lr=cfg["lr"],
+            betas=tuple(cfg.get("betas", (0.9, 0.999))),
+            eps=cfg.get("eps", 1e-8),
+            weight_decay=cfg.get("weight_decay", 0.0),
+            capturable=capturable,
+        )
+    raise ValueError(f"optimizer.name: unknown optimizer {cfg['name']!r}")
+
+
 class RegressionModule(pl.LightningModule):
-    """Trains `model` on `data` with mean squared error (mean over outputs and samples)."""
+    """Trains `model` on `data` with mean squared error (mean over outputs and samples).
+
+    One Lightning training step is one epoch of optimizer steps, run by a `StepRunner` (a CUDA
+    graph replay per step on a GPU): Lightning's per-batch machinery would otherwise cost more
+    than the step itself. The epoch's losses are summed on the device and read once, at the end
+    of the epoch, where convergence and divergence are decided. Steps are counted in
+    `self.steps` (Lightning's global_step does not see them), and `trainer.max_steps` is honoured.
+    """
 
     def __init__(
         self,
@@ -104,6 +134,7 @@ class RegressionModule(pl.LightningModule):
         resample_noise: bool = False,
         eval_chunk_size: int = 10_000,
         log_every_n_epochs: int = 1,
+        cuda_graph: str = "auto",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -116,10 +147,13 @@ class RegressionModule(pl.LightningModule):
         self.resample_noise = resample_noise
         self.eval_chunk_size = eval_chunk_size
         self.log_every_n_epochs = max(1, int(log_every_n_epochs))
-        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        self.cuda_graph = cuda_graph
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "step": []}
+        self.epoch_seconds: list[float] = []
         self.initial_train_loss: float | None = None
         self.train_seconds = 0.0
         self.steps = 0
+        self.captured = False
         self._final: dict[str, float] | None = None
 
     # ---- data ------------------------------------------------------------------------------
@@ -130,34 +164,46 @@ class RegressionModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         self.data = self.data.to(self.device)
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        # Static tensors read by the (possibly captured) step: see src.steps.
+        n = self.data.n_train
+        self._order = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._counter = torch.zeros((), dtype=torch.long, device=self.device)
+        self._offsets = torch.arange(self.batch_size, device=self.device)
+        self._loss_sum = torch.zeros((), device=self.device, dtype=self.data.train_targets.dtype)
 
     def train_dataloader(self):
-        # Only step numbers travel through the loader; the samples stay on the device.
-        return torch.utils.data.DataLoader(range(self.steps_per_epoch), batch_size=None)
+        # One item per epoch: the epoch's steps run inside one training_step.
+        return torch.utils.data.DataLoader(range(1), batch_size=None)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # a Python int: nothing to copy
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
-        cfg = self.optimizer_cfg
-        params = self.model.parameters()
-        if cfg["name"] == "sgd":
-            return torch.optim.SGD(
-                params,
-                lr=cfg["lr"],
-                momentum=cfg.get("momentum", 0.0),
-                weight_decay=cfg.get("weight_decay", 0.0),
-            )
-        if cfg["name"] == "adam":
-            return torch.optim.Adam(
-                params,
-                lr=cfg["lr"],
-                betas=tuple(cfg.get("betas", (0.9, 0.999))),
-                eps=cfg.get("eps", 1e-8),
-                weight_decay=cfg.get("weight_decay", 0.0),
-            )
-        raise ValueError(f"optimizer.name: unknown optimizer {cfg['name']!r}")
+        self._capture = resolve_capture(self.cuda_graph, self.device)
+        self._optimizer = make_optimizer(
+            self.model.parameters(), self.optimizer_cfg, capturable=self._capture
+        )
+        self._runner = StepRunner(self._static_step, self._zero_grad, capture=self._capture)
+        return self._optimizer
+
+    def _zero_grad(self) -> None:
+        self._optimizer.zero_grad(set_to_none=True)
+
+    def _step_on(self, positions: torch.Tensor) -> None:
+        """One SGD/Adam step on the samples at `positions` of this epoch's order."""
+        idx = self._order.index_select(0, positions)
+        x = self.data.train_inputs.index_select(0, idx)
+        y = self.data.train_targets.index_select(0, idx)
+        loss = F.mse_loss(self.model(x), y)
+        loss.backward()
+        self._optimizer.step()
+        self._loss_sum += loss.detach() * positions.numel()
+
+    def _static_step(self) -> None:
+        """The step a CUDA graph replays: batch positions from the on-device counter."""
+        self._step_on(self._offsets + self._counter * self.batch_size)
+        self._counter += 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -194,39 +240,53 @@ class RegressionModule(pl.LightningModule):
             self.trainer.should_stop = True
 
     def on_train_start(self) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = self._epoch_t0 = time.perf_counter()
 
     def on_train_epoch_start(self) -> None:
         if self.resample_noise and self.current_epoch > 0:
-            resample_noise(self.data, self._generator)
-        self._order = torch.randperm(
-            self.data.n_train, generator=self._generator, device=self.device
-        )
-        self._loss_sum = torch.zeros((), device=self.device)
+            resample_noise(self.data, self._generator)  # in place: a graph keeps its address
+        n = self.data.n_train
+        self._order.copy_(torch.randperm(n, generator=self._generator, device=self.device))
+        self._counter.zero_()
+        self._loss_sum.zero_()
+        self._epoch_samples = 0
 
-    def training_step(self, batch: int, batch_idx: int) -> torch.Tensor:
-        idx = self._order[batch_idx * self.batch_size : (batch_idx + 1) * self.batch_size]
-        x = self.data.train_inputs.index_select(0, idx)
-        y = self.data.train_targets.index_select(0, idx)
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        loss = F.mse_loss(self.model(x), y)
-        self.manual_backward(loss)
-        opt.step()
-        self._loss_sum += loss.detach() * idx.numel()
-        self.steps += 1
-        return loss
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        n, size = self.data.n_train, self.batch_size
+        budget = self.steps_per_epoch
+        if self.trainer.max_steps is not None and self.trainer.max_steps >= 0:
+            budget = min(budget, self.trainer.max_steps - self.steps)
+        full = min(n // size, budget)
+        self._runner.run(full)
+        self._epoch_samples += full * size
+        if budget > full and n % size:  # the last, smaller batch: eager
+            self._zero_grad()
+            self._step_on(torch.arange(full * size, n, device=self.device))
+            self._epoch_samples += n - full * size
+            full += 1
+        self.steps += full
+        self.captured = self._runner.graph is not None
+        if self.trainer.max_steps is not None and 0 <= self.trainer.max_steps <= self.steps:
+            self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
-        train_loss = (self._loss_sum / self.data.n_train).item()  # the one sync per epoch
+        # The one host-device synchronisation of the epoch.
+        train_loss = (self._loss_sum / max(self._epoch_samples, 1)).item()
+        now = time.perf_counter()
+        self.epoch_seconds.append(now - self._epoch_t0)
         val_loss = self.val_loss()
         self.history["train_loss"].append(train_loss)
         self.history["val_loss"].append(val_loss)
+        self.history["step"].append(self.steps)
         stopping = self.criterion.update(train_loss) is not None
-        if stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0:
-            self.log_dict({"train_loss": train_loss, "val_loss": val_loss}, on_epoch=True)
+        if self.logger and (stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0):
+            self.logger.log_metrics(
+                {"train_loss": train_loss, "val_loss": val_loss, "epoch": self.current_epoch},
+                step=self.steps,
+            )
         if stopping:
             self.trainer.should_stop = True
+        self._epoch_t0 = time.perf_counter()
 
     def on_train_end(self) -> None:
         self.train_seconds = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
@@ -248,6 +308,16 @@ class RegressionModule(pl.LightningModule):
                 "steps": float(self.steps),
                 "train_seconds": self.train_seconds,
                 "ms_per_step": 1e3 * self.train_seconds / max(self.steps, 1),
+                "ms_per_step_steady": self.steady_ms_per_step(),
+                "cuda_graph": float(self.captured),
                 "diverged": float(self.status == "diverged"),
             }
         return self._final
+
+    def steady_ms_per_step(self) -> float:
+        """Milliseconds per optimizer step after the first epoch (which pays for warm-up and
+        graph capture), epoch-end evaluation excluded; over all epochs if there is only one."""
+        seconds, steps = self.epoch_seconds, self.history["step"]
+        if len(seconds) > 1:
+            return 1e3 * sum(seconds[1:]) / max(steps[-1] - steps[0], 1)
+        return 1e3 * sum(seconds) / max(self.steps, 1)
