@@ -117,7 +117,13 @@ class StepRunner:
                 steps -= warm
             if steps == 0:
                 return
-            self._record()
+            try:
+                self._record()
+            except RuntimeError as err:  # an op that cannot be captured: go on uncaptured
+                log.warning("CUDA graph capture failed (%s); running the step uncaptured", err)
+                self.capture = False
+                self.run(steps)
+                return
         for _ in range(steps):
             self.graph.replay()
 
