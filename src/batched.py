@@ -32,6 +32,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from src import tracking
 from src.config import ConfigValueError, check_model_fits_data, validate
 from src.data import TensorData, load_dataset
 from src.models import MLP
@@ -413,6 +414,9 @@ def train_batched(
     data = load_dataset(resolved[0]["dataset"]) if data is None else data
     check_model_fits_data(resolved[0], data.d_in, data.d_out)
     check_capture_possible(resolved[0])
+    logger_cfg = resolved[0]["logger"]
+    if logger_cfg["name"] == "mlflow":  # fail before training, as train() does
+        tracking.check_reachable(tracking.resolve_tracking_uri(logger_cfg["tracking_uri"]))
     output_dirs = list(output_dirs or [None] * len(resolved))
     tags = list(tags or [None] * len(resolved))
 

@@ -26,6 +26,7 @@ from src.data import load_dataset
 from src.experiments import run_grid
 from src.models import MLP, initialize
 from src.steps import StepRunner, resolve_capture
+from src.tracking import TrackingError
 from src.train import build_model, train
 
 SMALL = ["dataset.resolution=7", "depth=3", "batch_size=32", "trainer.max_epochs=3"]
@@ -183,6 +184,27 @@ def test_batch_key_separates_what_must_not_share_a_batch(compose_cfg):
         train_batched([compose_cfg(*SMALL), compose_cfg(*SMALL, "depth=4")])
     with pytest.raises(ConfigValueError, match="^dataset.resample_noise: "):
         train_batched([compose_cfg(*SMALL, "dataset.resample_noise=true")] * 2)
+
+
+def test_batched_checks_the_tracking_server_before_training(compose_cfg, monkeypatch):
+    trained = []
+    monkeypatch.setattr(
+        "src.batched.BatchedRegressionModule.training_step", lambda *a: trained.append(1)
+    )
+    cfgs = [
+        compose_cfg(
+            "dataset.limit_train=200",
+            *SMALL,
+            "analysis=off",
+            "logger.tracking_uri=http://127.0.0.1:9",
+            f"seed={s}",
+            fast=False,
+        )  # fmt: skip
+        for s in (0, 1)
+    ]
+    with pytest.raises(TrackingError, match="^logger.tracking_uri: cannot reach"):
+        train_batched(cfgs)
+    assert trained == []
 
 
 def test_grid_in_batches_stores_what_one_by_one_would(tmp_path, monkeypatch):
