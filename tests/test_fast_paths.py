@@ -13,6 +13,7 @@ after a few epochs; we assert 1e-5 (lambda_max: 1e-4, it is a Lanczos solve at t
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -237,6 +238,71 @@ def test_capture_is_skipped_cleanly_without_cuda():
     runner = StepRunner(lambda: calls.append("step"), lambda: calls.append("zero"), capture=False)
     runner.run(3)
     assert calls == ["zero", "step"] * 3 and runner.graph is None
+
+
+@pytest.fixture
+def stand_in_graph(monkeypatch):
+    """A stand-in for torch.cuda's graph API: recording does not run the step (as on a GPU),
+    each replay runs it once. Returns the counters and a switch that makes capture fail."""
+    state = {"capturing": False, "ran": 0, "recorded": 0, "replays": 0, "fail": False}
+
+    class FakeGraph:
+        def replay(self):
+            state["replays"] += 1
+            state["ran"] += 1
+
+    class Capture:
+        def __init__(self, graph):
+            pass
+
+        def __enter__(self):
+            if state["fail"]:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            state["capturing"] = True
+
+        def __exit__(self, *exc):
+            state["capturing"] = False
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", Capture)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    return state
+
+
+def test_step_runner_bookkeeping_with_a_stand_in_graph(stand_in_graph):
+    # Every requested step must run exactly once: warm-up eagerly, then replays.
+    state = stand_in_graph
+
+    def step():
+        key = "recorded" if state["capturing"] else "ran"
+        state[key] += 1
+
+    runner = StepRunner(step, lambda: None, capture=True)
+    runner.run(2)  # warm-up only
+    assert (state["ran"], state["recorded"], state["replays"]) == (2, 0, 0)
+    runner.run(10)  # one more warm-up step, then record, then 9 replays
+    assert (state["ran"], state["recorded"], state["replays"]) == (12, 1, 9)
+    runner.run(5)
+    assert (state["ran"], state["recorded"], state["replays"]) == (17, 1, 14)
+    runner.reset()  # new shapes: warm up again and record again
+    runner.run(4)
+    assert (state["ran"], state["recorded"], state["replays"]) == (21, 2, 15)
+    assert runner.captures == 2
+
+
+def test_step_runner_runs_uncaptured_when_capture_fails(stand_in_graph):
+    stand_in_graph["fail"] = True
+    ran = []
+    runner = StepRunner(lambda: ran.append(1), lambda: None, capture=True)
+    runner.run(5)
+    runner.run(2)
+    assert len(ran) == 7 and runner.graph is None and runner.capture is False
 
 
 @pytest.mark.parametrize(
