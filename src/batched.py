@@ -46,7 +46,7 @@ from src.train import (
     resolve_output_dir,
     train_result,
 )
-from src.training import ConvergenceCriterion, RegressionModule
+from src.training import ConvergenceCriterion, RegressionModule, log_epoch_losses
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,12 @@ class BatchedRegressionModule(pl.LightningModule):
         lrs = torch.tensor([m.lr for m in self.members], device=self.device)
         self._optimizer = BatchedOptimizer(self.net.parameters(), self.optimizer_cfg, lrs)
         self._capture = resolve_capture(self.cuda_graph, self.device)
-        self._runner = StepRunner(self._static_step, self._zero_grad, capture=self._capture)
+        self._runner = StepRunner(
+            self._static_step,
+            self._zero_grad,
+            capture=self._capture,
+            required=self.cuda_graph == "true",
+        )
         return self._optimizer
 
     def _zero_grad(self) -> None:
@@ -467,14 +472,11 @@ def _record_member(
         log_run_params(logger, resolved, member.model)
         every = max(1, int(resolved["callbacks"].get("log_every_n_epochs", 1)))
         history = member.history
-        if logger is not None:
-            for epoch, (train, val, step) in enumerate(
-                zip(history["train_loss"], history["val_loss"], history["step"])
-            ):
-                if (epoch + 1) % every == 0 or epoch + 1 == len(history["step"]):
-                    logger.log_metrics(
-                        {"train_loss": train, "val_loss": val, "epoch": epoch}, step=step
-                    )
+        for epoch, (train, val, step) in enumerate(
+            zip(history["train_loss"], history["val_loss"], history["step"])
+        ):
+            if (epoch + 1) % every == 0 or epoch + 1 == len(history["step"]):
+                log_epoch_losses(logger, epoch, train, val, step)
         for callback in callbacks:  # analysis first, then the recorder (see build_callbacks)
             if hasattr(callback, "analyze"):
                 callback.analyze(logger, single)

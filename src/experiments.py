@@ -251,18 +251,18 @@ def run_grid(
         return data_cache[data_key]
 
     configs = [compose_config([*base_overrides, *job]) for job in jobs]
+    resolved_configs = [validate(cfg) for cfg in configs]
     if launcher == "inprocess" and use_batches(batch_models):
         pending = [
             (cfg, resolved)
-            for cfg in configs
-            if cached_result(resolved := validate(cfg), results_dir, require_files) is None
+            for cfg, resolved in zip(configs, resolved_configs)
+            if cached_result(resolved, results_dir, require_files) is None
         ]
         train_pending_in_batches(
             pending, results_dir, output_root, data_for, int(max_models_per_batch)
         )
     results: list[dict] = []
-    for job, cfg in zip(jobs, configs):
-        resolved = validate(cfg)
+    for job, cfg, resolved in zip(jobs, configs, resolved_configs):
         if launcher != "inprocess":
             result = load_result(results_dir / f"{config_key(resolved)}.json")
             if result is None:

@@ -86,12 +86,21 @@ class StepRunner:
         zero_grad: sets the gradients to None before each uncaptured step and before capture,
             so the captured backward pass owns (and rewrites) the gradient tensors.
         capture: replay from a CUDA graph (after WARMUP_STEPS eager steps).
+        required: a failed capture raises (performance.cuda_graph=true) instead of going on
+            uncaptured with a warning (auto).
     """
 
-    def __init__(self, step: Callable[[], None], zero_grad: Callable[[], None], capture: bool):
+    def __init__(
+        self,
+        step: Callable[[], None],
+        zero_grad: Callable[[], None],
+        capture: bool,
+        required: bool = False,
+    ):
         self.step = step
         self.zero_grad = zero_grad
         self.capture = capture
+        self.required = required
         self.graph: torch.cuda.CUDAGraph | None = None
         self._warm = 0
         self.captures = 0  # how often a graph was recorded (once, plus after each reset)
@@ -119,7 +128,9 @@ class StepRunner:
                 return
             try:
                 self._record()
-            except RuntimeError as err:  # an op that cannot be captured: go on uncaptured
+            except RuntimeError as err:  # an op that cannot be captured
+                if self.required:
+                    raise
                 log.warning("CUDA graph capture failed (%s); running the step uncaptured", err)
                 self.capture = False
                 self.run(steps)

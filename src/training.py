@@ -91,6 +91,14 @@ class ConvergenceCriterion:
         return self.status or "not_converged"
 
 
+def log_epoch_losses(logger, epoch: int, train_loss: float, val_loss: float, step: int) -> None:
+    """One epoch's losses as MLflow metrics, at step = optimizer steps so far."""
+    if logger:
+        logger.log_metrics(
+            {"train_loss": train_loss, "val_loss": val_loss, "epoch": epoch}, step=step
+        )
+
+
 def make_optimizer(params, cfg: dict, capturable: bool = False) -> torch.optim.Optimizer:
     """torch.optim.SGD / Adam from an `optimizer` config. `capturable` keeps Adam's step count
     on the device, which a CUDA graph needs (SGD has no step count)."""
@@ -184,7 +192,12 @@ class RegressionModule(pl.LightningModule):
         self._optimizer = make_optimizer(
             self.model.parameters(), self.optimizer_cfg, capturable=self._capture
         )
-        self._runner = StepRunner(self._static_step, self._zero_grad, capture=self._capture)
+        self._runner = StepRunner(
+            self._static_step,
+            self._zero_grad,
+            capture=self._capture,
+            required=self.cuda_graph == "true",
+        )
         return self._optimizer
 
     def _zero_grad(self) -> None:
@@ -279,11 +292,8 @@ class RegressionModule(pl.LightningModule):
         self.history["val_loss"].append(val_loss)
         self.history["step"].append(self.steps)
         stopping = self.criterion.update(train_loss) is not None
-        if self.logger and (stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0):
-            self.logger.log_metrics(
-                {"train_loss": train_loss, "val_loss": val_loss, "epoch": self.current_epoch},
-                step=self.steps,
-            )
+        if stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0:
+            log_epoch_losses(self.logger, self.current_epoch, train_loss, val_loss, self.steps)
         if stopping:
             self.trainer.should_stop = True
         self._epoch_t0 = time.perf_counter()

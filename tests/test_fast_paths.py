@@ -305,6 +305,13 @@ def test_step_runner_runs_uncaptured_when_capture_fails(stand_in_graph):
     assert len(ran) == 7 and runner.graph is None and runner.capture is False
 
 
+def test_step_runner_raises_when_capture_is_required_and_fails(stand_in_graph):
+    stand_in_graph["fail"] = True
+    runner = StepRunner(lambda: None, lambda: None, capture=True, required=True)
+    with pytest.raises(RuntimeError, match="capturing"):
+        runner.run(5)
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
