@@ -3,10 +3,10 @@
 For each depth m it trains, on the same MNIST-shaped data (n_train x 784 pixels in [0, 1],
 noise std 1.25, batch 100, plain SGD):
 
-  project        `src.train.train(cfg)`: the Lightning Trainer with this project's module
+  project        `src.training.run.train(cfg)`: the Lightning Trainer with this project's module
                  (device-resident data, one host sync per epoch, CUDA-graph replay on a GPU)
   project eager  the same with performance.cuda_graph=false
-  batched        `src.batched.train_batched`: --models runs (different step sizes) stepped
+  batched        `src.training.run.train_batched`: --models runs (different step sizes) stepped
                  together in batched matmuls; time per model-step
   stock          a plain LightningModule (automatic optimization, self.log per step) fed by a
                  torch DataLoader over a CPU TensorDataset: the usual Lightning recipe
@@ -39,11 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytorch_lightning as pl  # noqa: E402
 
-from src.batched import train_batched  # noqa: E402
 from src.data import TensorData  # noqa: E402
-from src.experiments import compose_config  # noqa: E402
+from src.experiments.grid import compose_config  # noqa: E402
 from src.models import MLP, initialize  # noqa: E402
-from src.train import train  # noqa: E402
+from src.training.run import train, train_batched  # noqa: E402
 
 PATHS = ("project", "project_eager", "batched", "stock", "raw_eager")
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from src.errors import USER_ERRORS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -109,8 +111,6 @@ def stage_main(
     configure: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
     """Parse the stage's arguments and run it; a settings error is one line and exit status 1."""
-    from src.train import USER_ERRORS
-
     parser = stage_parser(description.strip().splitlines()[0])
     if configure is not None:
         configure(parser)

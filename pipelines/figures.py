@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.common import stage_main
-from src import figures
-from src.results import load_json, read_csv
+from src.paper import figures
+from src.paper.tables import load_json, read_csv
 
 LABELS = {"sgd": "SGD (flat)", "adam": "Adam (sharp)"}
 

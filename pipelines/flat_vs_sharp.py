@@ -33,9 +33,10 @@ from src.analysis.cross_sections import loss_along_direction, loss_along_line
 from src.analysis.hessian import hessian_vector_product
 from src.analysis.landscape import flat_parameters
 from src.data import load_dataset
-from src.experiments import compose_config, prune_results, run_grid
+from src.experiments.grid import compose_config, run_grid
+from src.experiments.store import prune_results
 from src.models import MLP
-from src.results import write_csv, write_json
+from src.paper.tables import write_csv, write_json
 
 STAGE = "flat_vs_sharp"
 # Table S1 of the paper (6 layers, full MNIST): mean, std over 4 seeds.

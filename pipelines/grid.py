@@ -20,8 +20,9 @@ from pipelines.common import (
     stage_main,
     training_overrides,
 )
-from src.experiments import prune_results, run_grid
-from src.results import grid_rows, summarize_grid, write_csv, write_json
+from src.experiments.grid import run_grid
+from src.experiments.store import prune_results
+from src.paper.tables import grid_rows, summarize_grid, write_csv, write_json
 
 
 def run(stage: str, params_path: str, root: str) -> None:

@@ -23,8 +23,9 @@ from pipelines.common import (
     stage_main,
     training_overrides,
 )
-from src.experiments import prune_results, run_grid
-from src.results import write_csv, write_json
+from src.experiments.grid import run_grid
+from src.experiments.store import prune_results
+from src.paper.tables import write_csv, write_json
 
 STAGE = "linear_check"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pipelines.common import load_params, profile_settings, stage_main
 from src import tracking
-from src.report import check_claims, render_report
-from src.results import load_json, read_csv, write_json
+from src.paper.report import check_claims, render_report
+from src.paper.tables import load_json, read_csv, write_json
 
 FIGURES = [
     ("Fig. 4a: sharpness over depth and step size, identity init", "fig4a_sharpness_identity.png"),

@@ -1,7 +1,8 @@
 """The one place where a composed training config is checked before anything runs.
 
 Hydra reports unknown groups and keys itself; this module rejects values that compose but make
-no sense (depth < 1, lr <= 0, ...), each with a one-line message that names the key.
+no sense (depth < 1, lr <= 0, a CUDA graph without CUDA, ...), each with a one-line message that
+names the key. `validate` returns a `RunConfig`; code below it takes that and never re-checks.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -27,6 +29,10 @@ _ACTIVATIONS = ("relu", "linear")
 _INITS = ("identity", "he")
 _DTYPES = ("float32", "float64")
 _METHODS = ("auto", "lanczos", "lanczos_torch", "power")
+
+
+class RunConfig(dict):
+    """A resolved training config (plain nested dicts) that has passed `validate`."""
 
 
 def _get(cfg: Mapping, key: str, default: Any = ...) -> Any:
@@ -61,11 +67,14 @@ def _choice(cfg: Mapping, key: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def validate(cfg: DictConfig | Mapping) -> dict:
-    """Check a composed config; return it resolved as a plain dict.
+def validate(cfg: DictConfig | Mapping) -> RunConfig:
+    """Check a composed config; return it resolved as a plain dict (a `RunConfig`, returned as
+    it is if `cfg` already is one).
 
     Raises ConfigValueError (one line, naming the key) on the first invalid value.
     """
+    if isinstance(cfg, RunConfig):
+        return cfg
     if isinstance(cfg, DictConfig):
         try:
             cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -101,7 +110,7 @@ def validate(cfg: DictConfig | Mapping) -> dict:
     _number(cfg, "seed", minimum=0, integer=True)
 
     _number(cfg, "trainer.max_epochs", minimum=1, integer=True)
-    # The step loop is ours (src.steps): Lightning's precision plugins and batch limits would
+    # The step loop is ours (src.training.steps): Lightning's precision plugins and batch limits would
     # not reach it, so only settings it honours are accepted.
     if str(_get(cfg, "trainer.precision", "32-true")) not in ("32-true", "32"):
         raise ConfigValueError(
@@ -117,6 +126,7 @@ def validate(cfg: DictConfig | Mapping) -> dict:
     if isinstance(graph, bool):  # YAML's true/false
         cfg["performance"]["cuda_graph"] = graph = str(graph).lower()
     _choice(cfg, "performance.cuda_graph", ("auto", "true", "false"))
+    _check_capture_possible(cfg)
     if not isinstance(_get(cfg, "performance.tf32"), bool):
         raise ConfigValueError(
             "performance.tf32", "must be true or false", _get(cfg, "performance.tf32")
@@ -144,7 +154,31 @@ def validate(cfg: DictConfig | Mapping) -> dict:
     logger = _choice(cfg, "logger.name", ("mlflow", "none"))
     if logger == "mlflow" and not _get(cfg, "logger.tracking_uri", None):
         raise ConfigValueError("logger.tracking_uri", "must be set for logger=mlflow")
-    return cfg
+    return RunConfig(cfg)
+
+
+def _check_capture_possible(cfg: Mapping) -> None:
+    """performance.cuda_graph=true needs training on a CUDA device."""
+    if _get(cfg, "performance.cuda_graph") != "true":
+        return
+    accelerator = str(_get(cfg, "trainer.accelerator", "auto"))
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        raise ConfigValueError(
+            "performance.cuda_graph",
+            f"true needs a CUDA device (trainer.accelerator={accelerator}, "
+            f"CUDA available: {torch.cuda.is_available()})",
+        )
+
+
+def batching_enabled(batch_models: str | bool) -> bool:
+    """compute.batch_models: "auto" batches grid runs when a GPU is present (on CPUs K nets
+    cost about K times one), or true / false."""
+    value = str(batch_models).lower()
+    if value not in ("auto", "true", "false"):
+        raise ConfigValueError("compute.batch_models", "must be auto, true or false", batch_models)
+    if value == "auto":
+        return torch.cuda.is_available()
+    return value == "true"
 
 
 def check_model_fits_data(cfg: Mapping, d_x: int, d_y: int) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.tracking import check_reachable, resolve_tracking_uri
+
 
 class PrepareTrackingStore(Callback):
     """Create the MLflow store and experiment once, before parallel jobs start.
@@ -19,9 +21,7 @@ class PrepareTrackingStore(Callback):
         logger = config.get("logger", {})
         if logger.get("name") != "mlflow":
             return
-        import mlflow
-
-        from src.tracking import check_reachable, resolve_tracking_uri
+        import mlflow  # heavy: only when a multirun tracks to MLflow
 
         uri = resolve_tracking_uri(logger.tracking_uri)
         check_reachable(uri)

@@ -12,9 +12,10 @@ from support import CONVERGING_LINEAR_RUN, all_runs
 
 from src.analysis.hessian import exact_hessian
 from src.models import MLP
-from src.train import train
+from src.training.run import train
 
 
+@pytest.mark.slow
 def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri):
     cfg = compose_cfg(
         "analysis=default",
@@ -128,9 +129,10 @@ def test_linear_net_sharpness_matches_theorem1_through_training(compose_cfg, tmp
     assert result.analysis["lambda_max"] == pytest.approx(predicted, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_unstable_plateau_is_not_converged(compose_cfg, tmp_path, mlflow_uri, monkeypatch):
     """A plateau with lr x lambda_max above the stability limit is relabelled not_converged."""
-    import src.train
+    import src.training.run
 
     overrides = (
         *CONVERGING_LINEAR_RUN,
@@ -142,7 +144,7 @@ def test_unstable_plateau_is_not_converged(compose_cfg, tmp_path, mlflow_uri, mo
     assert stable.status == "converged"
     assert 2.0 * stable.analysis["lambda_max"] < 2.0  # genuinely stable
     # the same run judged against a limit it exceeds
-    monkeypatch.setattr(src.train, "stability_limit", lambda cfg: 1e-3)
+    monkeypatch.setattr(src.training.run, "stability_limit", lambda cfg: 1e-3)
     unstable = train(compose_cfg(*overrides), output_dir=tmp_path / "unstable")
     assert unstable.status == "not_converged"
     run = next(r for r in all_runs(mlflow_uri) if r.info.run_id == unstable.run_id)
@@ -152,7 +154,7 @@ def test_unstable_plateau_is_not_converged(compose_cfg, tmp_path, mlflow_uri, mo
 
 def test_stability_limit_depends_on_the_optimizer(compose_cfg):
     from src.config import validate
-    from src.train import stability_limit
+    from src.training.status import stability_limit
 
     assert stability_limit(validate(compose_cfg())) == 2.0
     assert stability_limit(validate(compose_cfg("optimizer.momentum=0.9"))) == pytest.approx(3.8)

@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shlex
 
 import pytest
 import torch
 import torch.nn.functional as F
 from support import all_runs, run_cli
 
-from src.batched import BatchedMLP, batch_key, train_batched
 from src.config import ConfigValueError, validate
 from src.data import load_dataset
-from src.experiments import run_grid
+from src.experiments.grid import compose_config, run_grid
+from src.experiments.store import config_key
 from src.models import MLP, initialize
-from src.steps import StepRunner, resolve_capture
 from src.tracking import TrackingError
-from src.train import build_model, train
+from src.training.batched import BatchedMLP, batch_key
+from src.training.run import build_model, train, train_batched
+from src.training.steps import StepRunner, use_capture
 
 SMALL = ["dataset.resolution=7", "depth=3", "batch_size=32", "trainer.max_epochs=3"]
 CURVE_RTOL = 1e-5
@@ -190,7 +192,7 @@ def test_batch_key_separates_what_must_not_share_a_batch(compose_cfg):
 def test_batched_checks_the_tracking_server_before_training(compose_cfg, monkeypatch):
     trained = []
     monkeypatch.setattr(
-        "src.batched.BatchedRegressionModule.training_step", lambda *a: trained.append(1)
+        "src.training.module.RegressionModule.training_step", lambda *a: trained.append(1)
     )
     cfgs = [
         compose_cfg(
@@ -222,18 +224,25 @@ def test_grid_in_batches_stores_what_one_by_one_would(tmp_path, monkeypatch):
     # Finished results are reused, not retrained.
     trained = []
     monkeypatch.setattr(
-        "src.batched.BatchedRegressionModule.training_step", lambda *a: trained.append(1)
+        "src.training.module.RegressionModule.training_step", lambda *a: trained.append(1)
     )
     again = run_grid(base, axes, tmp_path / "batched", batch_models=True)
     assert trained == [] and [r["key"] for r in again] == [r["key"] for r in batched]
+    # Every stored run records the command that retrains it alone, batched or not: its
+    # overrides compose to a config with the same result key.
+    for result in [*batched, *single]:
+        words = shlex.split(result["command"])
+        program, overrides = words[:3], words[3:]
+        assert program == ["python", "-m", "src.train"]
+        assert config_key(validate(compose_config(overrides))) == result["key"]
 
 
-def test_capture_is_skipped_cleanly_without_cuda():
+def test_capture_is_skipped_cleanly_without_cuda(compose_cfg):
     cpu = torch.device("cpu")
-    assert resolve_capture("auto", cpu) is False
-    assert resolve_capture("false", cpu) is False
+    assert use_capture("auto", cpu) is False
+    assert use_capture("false", cpu) is False
     with pytest.raises(ConfigValueError, match="^performance.cuda_graph: true needs a CUDA"):
-        resolve_capture("true", cpu)
+        validate(compose_cfg("performance.cuda_graph=true"))
     calls = []
     runner = StepRunner(lambda: calls.append("step"), lambda: calls.append("zero"), capture=False)
     runner.run(3)
@@ -312,6 +321,7 @@ def test_step_runner_raises_when_capture_is_required_and_fails(stand_in_graph):
         runner.run(5)
 
 
+@pytest.mark.slow  # a subprocess each
 @pytest.mark.parametrize(
     ("override", "key"),
     [

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from src.train import train
+from src.training.run import train
+
+pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
 
 
 def _free_port() -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from support import REPO, all_runs
 
+pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
+
 IGNORE = shutil.ignore_patterns(
     ".git",
     ".venv",

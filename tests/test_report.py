@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.report import (
+from src.paper.report import (
     check_claims,
     claim_adam_sharper,
     claim_flat_gains_balanced,
@@ -15,7 +15,7 @@ from src.report import (
     claim_lr_max_one_over_m,
     render_report,
 )
-from src.results import grid_rows, summarize_grid
+from src.paper.tables import grid_rows, summarize_grid
 
 LRS = [0.5, 1.0, 2.0, 4.0, 8.0]
 

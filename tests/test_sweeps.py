@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from support import all_runs, run_cli
 
+pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
+
 FAST = ["dataset.limit_train=100", "trainer.max_epochs=1", "analysis=off"]
 
 
@@ -30,6 +32,10 @@ def test_four_job_grid_one_run_each(tmp_path, mlflow_uri):
     assert set(runs) == {("2", "0.1"), ("2", "0.5"), ("4", "0.1"), ("4", "0.5")}
     assert {r.data.tags["sweep_id"] for r in runs.values()} == {str(tmp_path)}
     assert sorted(r.data.tags["hydra.job_num"] for r in runs.values()) == ["0", "1", "2", "3"]
+    # each job records the command that retrains it alone: its own values, not the sweep's
+    command = runs[("4", "0.1")].data.tags["command"].split()
+    assert command[:3] == ["python", "-m", "src.train"]
+    assert "depth=4" in command and "lr=0.1" in command and "depth=2,4" not in command
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert all(
         "train_loss" in r.data.metrics and "val_loss" in r.data.metrics for r in runs.values()
@@ -76,7 +82,7 @@ def test_parallel_launchers(tmp_path, mlflow_uri, launcher):
 
 def test_pipeline_grid_through_a_hydra_launcher(tmp_path, mlflow_uri, monkeypatch):
     """compute.launcher: the grid becomes a Hydra multirun whose jobs write the results."""
-    from src.experiments import run_grid
+    from src.experiments.grid import run_grid
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     base = [

@@ -3,60 +3,118 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
-from support import CONVERGING_LINEAR_RUN, all_runs, run_cli, write_idx
+from omegaconf import ListConfig, OmegaConf
+from support import CONVERGING_LINEAR_RUN, FAST, all_runs, run_cli, write_idx
 
 from src.config import ConfigValueError, validate
 from src.data import DataError, load_dataset
 from src.models import MLP, initialize
-from src.train import train
-from src.training import ConvergenceCriterion, RegressionModule
-
-GROUP_OPTIONS = {
-    "dataset": ["mnist5k", "mnist", "fashion_mnist", "synthetic"],
-    "model": ["mlp", "linear"],
-    "init": ["identity", "he"],
-    "optimizer": ["sgd", "adam"],
-    "trainer": ["default", "cpu", "gpu"],
-    "logger": ["mlflow", "none"],
-    "callbacks": ["default"],
-    "analysis": ["default", "off", "track"],
-}
-
-
-@pytest.mark.parametrize(
-    "group,option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts]
+from src.training.module import RegressionModule
+from src.training.optim import make_optimizer
+from src.training.run import (
+    build_analysis,
+    build_model,
+    build_stopping_rule,
+    make_logger,
+    train,
 )
-def test_every_option_composes_and_instantiates(compose_cfg, tmp_path, group, option):
-    overrides = [f"{group}={option}"]
-    if group in ("dataset",) and option in ("mnist", "fashion_mnist"):
-        folder = "MNIST" if option == "mnist" else "FashionMNIST"
+from src.training.status import REASONS, STATUSES, StoppingRule, decide_status
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# Every option of every config group, read from conf/ (a new option is tested without edits).
+OPTIONS = sorted(
+    (group.name, option.stem)
+    for group in CONF.iterdir()
+    if group.is_dir()
+    for option in group.glob("*.yaml")
+)
+
+
+def _own_values(node, prefix=""):
+    """(dotted key, value) of every leaf an option file sets itself (its defaults list aside)."""
+    for key, value in node.items():
+        if key == "defaults" and not prefix:
+            continue
+        if isinstance(value, dict):
+            yield from _own_values(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_options_are_listed_from_conf():
+    groups = {g for g, _ in OPTIONS}
+    assert {"dataset", "model", "init", "optimizer", "trainer", "logger", "analysis"} <= groups
+    assert ("trainer", "gpu") in OPTIONS and ("experiment", "table_s1_sgd") in OPTIONS
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_every_option_composes_and_builds(compose_cfg, tmp_path, mlflow_uri, group, option):
+    """Each option composes, sets what its file says, passes validation, and builds the part
+    it configures."""
+    prefix = "+" if group == "experiment" else ""
+    overrides = [f"{prefix}{group}={option}"]
+    fast = group != "experiment"  # a preset sets what the fast test settings would override
+    dataset = compose_cfg(*overrides, fast=fast).dataset.name
+    if dataset in ("mnist", "fashion_mnist"):  # tiny IDX files stand in for the real ones
+        folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
         overrides.append(f"dataset.data_dir={write_idx(tmp_path, folder)}")
-    cfg = compose_cfg(*overrides)
+    cfg = compose_cfg(*overrides, fast=fast)
+    path = CONF / group / f"{option}.yaml"
+    own = OmegaConf.to_container(OmegaConf.load(path))
+    package = "" if "# @package _global_" in path.read_text() else f"{group}."
+    forced = {o.split("=")[0] for o in [*(FAST if fast else []), *overrides]}
+    checked = 0
+    for key, value in _own_values(own):
+        if "${" in str(value) or value == "???":
+            continue
+        if key.startswith("hydra.") or package + key in forced:  # Hydra's sweep; set here
+            continue
+        composed = OmegaConf.select(cfg, package + key)
+        if isinstance(composed, ListConfig):
+            composed = list(composed)
+        assert composed == value, f"{group}={option}: {key}"
+        checked += 1
+    assert checked > 0, f"{group}/{option}.yaml sets nothing"
+    if group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigValueError):  # performance.cuda_graph / no GPU: one line
+            validate(compose_cfg(*overrides, "performance.cuda_graph=true"))
+        return
     resolved = validate(cfg)
-    assert (
-        resolved[group]["name" if "name" in resolved[group] else next(iter(resolved[group]))]
-        is not None
-    )
     if group == "trainer":
-        assert (
-            resolved["trainer"]["accelerator"]
-            == {"default": "auto", "cpu": "cpu", "gpu": "gpu"}[option]
+        trainer = pl.Trainer(**resolved["trainer"], logger=False)
+        assert trainer.max_epochs == resolved["trainer"]["max_epochs"]
+        return
+    if group == "logger":
+        logger = make_logger(resolved, "test", tags={})
+        assert (logger is None) == (option == "none")
+        if logger is not None:
+            logger.finalize("success")
+        return
+    if group == "analysis":
+        analysis = build_analysis(resolved, tmp_path)
+        assert (analysis is None) == (not resolved["analysis"]["enabled"])
+        if analysis is not None:
+            assert analysis.every_n_epochs == resolved["analysis"]["sharpness"]["every_n_epochs"]
+        return
+    if group == "callbacks":
+        rule = build_stopping_rule(resolved)
+        assert (rule.tol, rule.patience) == (
+            resolved["callbacks"]["convergence"]["tol"],
+            resolved["callbacks"]["convergence"]["patience"],
         )
         return
     data = load_dataset(resolved["dataset"])
-    m = resolved["model"]
-    model = initialize(
-        MLP(data.d_in, data.d_out, m["depth"], m["width"], m["activation"], m["bias"]),
-        resolved["init"]["name"],
-    )
+    model = build_model(resolved, data)
+    assert model.depth == resolved["model"]["depth"]
     assert model(data.train_inputs[:3]).shape == data.train_targets[:3].shape
-    module = RegressionModule(model, data, resolved["optimizer"], 10, 0, ConvergenceCriterion())
-    opt = module.configure_optimizers()
-    assert opt.param_groups[0]["lr"] == resolved["optimizer"]["lr"]
+    optimizer = make_optimizer(model.parameters(), resolved["optimizer"])
+    assert type(optimizer).__name__.lower() == resolved["optimizer"]["name"]
+    assert optimizer.param_groups[0]["lr"] == resolved["optimizer"]["lr"]
 
 
 def test_aliases_and_table_s1_defaults(compose_cfg):
@@ -160,24 +218,60 @@ def test_training_decreases_loss_and_is_seeded(compose_cfg, tmp_path):
     assert c.history["train_loss"] != a.history["train_loss"]
 
 
-def test_convergence_criterion():
-    crit = ConvergenceCriterion(tol=1e-3, patience=2, divergence_factor=10, initial_loss=1.0)
-    assert crit.update(0.5) is None
-    assert crit.update(0.4999) is None  # streak 1
-    assert crit.update(0.4998) == "converged"  # streak 2
-    crit = ConvergenceCriterion(tol=1e-3, patience=2, divergence_factor=10, initial_loss=1.0)
-    assert crit.update(11.0) == "diverged"
-    crit = ConvergenceCriterion(initial_loss=1.0)
-    assert crit.update(float("nan")) == "diverged"
+def test_stopping_rule():
+    rule = StoppingRule(tol=1e-3, patience=2, divergence_factor=10, initial_loss=1.0)
+    assert rule.update(0.5) is None
+    assert rule.update(0.4999) is None  # streak 1
+    assert rule.update(0.4998) == "converged"  # streak 2
+    assert rule.reason == "plateau"
+    rule = StoppingRule(tol=1e-3, patience=2, divergence_factor=10, initial_loss=1.0)
+    assert rule.update(11.0) == "diverged" and rule.reason == "loss_above_divergence_factor"
+    rule = StoppingRule(initial_loss=1.0)
+    assert rule.update(float("nan")) == "diverged" and rule.reason == "non_finite_loss"
+    assert StoppingRule().start(float("inf"), 1.0) == "diverged"
     # a plateau at the baseline (a net whose ReLUs died) is not convergence
-    crit = ConvergenceCriterion(tol=1e-3, patience=2, initial_loss=1.0, baseline_loss=0.07)
-    assert [crit.update(v) for v in (0.0689, 0.0689, 0.0689, 0.0689)] == [None] * 4
-    assert crit.reason == "plateau_at_baseline" and crit.final_status == "not_converged"
-    assert [crit.update(v) for v in (0.03, 0.03, 0.03)] == [None, None, "converged"]
-    crit = ConvergenceCriterion(tol=1e-6, patience=3, initial_loss=1.0)
+    rule = StoppingRule(tol=1e-3, patience=2, initial_loss=1.0, baseline_loss=0.07)
+    assert [rule.update(v) for v in (0.0689, 0.0689, 0.0689, 0.0689)] == [None] * 4
+    assert rule.reason == "plateau_at_baseline" and rule.outcome is None
+    assert [rule.update(v) for v in (0.03, 0.03, 0.03)] == [None, None, "converged"]
+    rule = StoppingRule(tol=1e-6, patience=3, initial_loss=1.0)
     for loss in (0.9, 0.8, 0.7):
-        crit.update(loss)
-    assert crit.final_status == "not_converged"
+        rule.update(loss)
+    assert rule.outcome is None and rule.reason == "max_epochs"
+
+
+def _stopped(outcome, reason):
+    rule = StoppingRule()
+    rule.outcome, rule.reason = outcome, reason
+    return rule
+
+
+def test_decide_status_is_the_one_decision():
+    plateau = _stopped("converged", "plateau")
+    measured = {"hessian_status": "converged", "lambda_max": 1.0}
+    # analysis off: a plateau is taken as it is
+    assert decide_status(plateau, None, lr=1.0, limit=2.0) == ("converged", "plateau")
+    assert decide_status(plateau, measured, lr=1.9, limit=2.0) == ("converged", "plateau")
+    assert decide_status(plateau, measured, lr=2.1, limit=2.0) == (
+        "not_converged",
+        "linearly_unstable_plateau",
+    )
+    # within the eigensolver's accuracy of the bound: not called unstable
+    assert decide_status(plateau, measured, lr=2.0001, limit=2.0, solver_tol=1e-4)[0] == (
+        "converged"
+    )
+    assert decide_status(plateau, measured, lr=2.1, limit=None) == ("converged", "plateau")
+    failed = {"hessian_status": "not_converged", "lambda_max": None}
+    assert decide_status(plateau, failed, lr=1.0, limit=None) == (
+        "not_converged",
+        "hessian_solve_failed",
+    )
+    budget = _stopped(None, "max_epochs")
+    assert decide_status(budget, measured, lr=1.0, limit=2.0) == ("not_converged", "max_epochs")
+    diverged = _stopped("diverged", "non_finite_loss")
+    assert decide_status(diverged, None, lr=1.0, limit=2.0) == ("diverged", "non_finite_loss")
+    for status, reasons in REASONS.items():
+        assert status in STATUSES and reasons
 
 
 def test_converged_run_stops_early(compose_cfg, tmp_path):
@@ -235,7 +329,7 @@ def test_failure_inside_training_marks_run_failed(compose_cfg, tmp_path, mlflow_
     def boom(self, batch, batch_idx):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(RegressionModule, "training_step", boom)
+    monkeypatch.setattr(RegressionModule, "training_step", boom)  # the loop of every run
     with pytest.raises(RuntimeError, match="boom"):
         train(compose_cfg("depth=1", "logger=mlflow"), output_dir=tmp_path)
     (run,) = all_runs(mlflow_uri)
@@ -273,6 +367,7 @@ def test_missing_mnist_files_without_download(compose_cfg, tmp_path, mlflow_uri)
     assert all_runs(mlflow_uri) == []
 
 
+@pytest.mark.slow
 def test_cli_bad_value_exits_nonzero_with_one_line(tmp_path, mlflow_uri):
     proc = run_cli("depth=0", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
@@ -290,6 +385,7 @@ def test_cli_bad_value_exits_nonzero_with_one_line(tmp_path, mlflow_uri):
     assert all_runs(mlflow_uri) == []
 
 
+@pytest.mark.slow
 def test_cli_unknown_option_is_hydras_error(tmp_path):
     proc = run_cli("init=xavier", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0

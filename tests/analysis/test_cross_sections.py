@@ -63,6 +63,7 @@ def test_curvature_along_top_eigenvector_is_lambda_max():
     assert other["curvature_at_0"] < 0.5 * sharp.eigenvalue
 
 
+@pytest.mark.slow  # trains a 784-wide net (session fixture)
 def test_wide_net_curvature_along_top_eigenvector(trained_wide_net):
     net = trained_wide_net
     ref = net.reference

@@ -112,6 +112,7 @@ def test_auto_picks_arpack_on_cpu():
         top_hessian_eigenvalue(model, F.mse_loss, inputs, targets, method="arnoldi")
 
 
+@pytest.mark.slow  # trains a 784-wide net (session fixture)
 def test_wide_trained_net_within_40_hvps(trained_wide_net, wide_net_lanczos):
     """784-wide ReLU denoiser with lambda_2 / lambda_1 ~ 0.98: the same accuracy as ARPACK
     (1e-6 against the float64 reference) within 40 HVPs, and no more HVPs than ARPACK."""

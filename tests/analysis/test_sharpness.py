@@ -202,6 +202,7 @@ def test_budget_exceeded_raises():
             top_hessian_eigenvalue(model, F.mse_loss, inputs, targets, method=method, max_hvps=5)
 
 
+@pytest.mark.slow  # trains a 784-wide net (session fixture)
 def test_wide_trained_net_lanczos_within_40_hvps(trained_wide_net, wide_net_lanczos):
     """784-wide ReLU denoiser on real digits: float32 Lanczos at the default tol reaches the
     float64 reference to 1e-6 relative within 40 HVPs, although lambda_2 / lambda_1 ~ 0.98."""
@@ -214,6 +215,7 @@ def test_wide_trained_net_lanczos_within_40_hvps(trained_wide_net, wide_net_lanc
     assert torch.dot(result.eigenvector.double(), ref.eigenvector).abs().item() > 0.999
 
 
+@pytest.mark.slow  # trains a 784-wide net (session fixture)
 def test_wide_trained_net_power_method_needs_many_more_hvps(trained_wide_net, wide_net_lanczos):
     """With the top two eigenvalues nearly tied, the power method stopped at a relative change
     of 1e-3 (PyHessian's default) is off by >0.5%, and with 3x the HVPs Lanczos used it has
@@ -234,6 +236,7 @@ def test_wide_trained_net_power_method_needs_many_more_hvps(trained_wide_net, wi
     assert abs(history[pyhessian_stop] - ref.eigenvalue) / ref.eigenvalue > 5e-3
 
 
+@pytest.mark.slow  # trains a 784-wide net (session fixture)
 def test_warm_start_saves_hvps(trained_wide_net, wide_net_lanczos):
     """Tracking sharpness during training: start from the previous eigenvector."""
     net = trained_wide_net

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import LogNorm
 
+from src.paper.tables import flattest_per_depth, linear_fit
 from src.plots import BLUE, GREEN, GREY, ORANGE, RED, draw_gain_profile, plt, save
-from src.results import flattest_per_depth, linear_fit
 
 FORMATS = ("png", "pdf")
 

@@ -7,7 +7,6 @@ claims from our data.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from src.experiments import write_json_atomic
+from src.files import read_json, write_json_atomic
 
 GRID_COLUMNS = (
     "depth",
@@ -174,4 +173,4 @@ def summarize_grid(rows: Sequence[dict]) -> dict[str, Any]:
 
 
 def load_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return read_json(path)

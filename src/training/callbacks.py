@@ -1,7 +1,10 @@
-"""Callbacks that record a finished training run (status, checkpoint, analysis) in MLflow.
+"""What happens to a run once its training ends: the analysis at the final weights, the one
+decision of its status (src.training.status), and its record in MLflow and on disk.
 
-They run in `on_fit_end`, before Lightning marks the MLflow run FINISHED, so everything a run
-logs lands in the same run.
+`finish_run` does these in that order for one run, whether it trained alone (called by the
+`RunFinisher` callback in `on_fit_end`, before Lightning marks the MLflow run FINISHED, so
+everything lands in the same run) or as a member of a batched model (called per member after
+fit). Each step takes the run's (model, data, record), never a Lightning module.
 """
 
 from __future__ import annotations
@@ -18,13 +21,19 @@ import torch.nn.functional as F
 from src import tracking
 from src.analysis.gains import gain_profile
 from src.analysis.hessian import SharpnessNotConverged, top_hessian_eigenvalue
-from src.training import RegressionModule
+from src.data import TensorData
+from src.models import MLP
+from src.plots import plot_gain_profile
+from src.training.module import final_metrics
+from src.training.record import RunRecord
+from src.training.status import decide_status
 
 log = logging.getLogger(__name__)
 
 
-class RunRecorder(pl.Callback):
-    """Logs final losses and the status, and saves the final weights to `output_dir/model.pt`."""
+class RunRecorder:
+    """Logs final losses, status and reason, and saves the final weights to
+    `output_dir/model.pt`."""
 
     def __init__(self, output_dir: str | Path, config: dict[str, Any], log_checkpoint: bool = True):
         self.output_dir = Path(output_dir)
@@ -32,30 +41,28 @@ class RunRecorder(pl.Callback):
         self.log_checkpoint = log_checkpoint
         self.checkpoint_path: Path | None = None
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: RegressionModule) -> None:
-        self.record(trainer.logger, pl_module)
-
-    def record(self, logger, pl_module: RegressionModule) -> None:
-        """Everything on_fit_end does, for a run trained outside a Trainer (src.batched)."""
-        metrics = pl_module.final_metrics()
-        tracking.log_metrics(logger, metrics, step=pl_module.steps)
+    def record(self, logger, model: MLP, record: RunRecord) -> None:
+        tracking.log_metrics(logger, record.final, step=record.steps)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.output_dir / "model.pt"
         torch.save(
             {
-                "state_dict": pl_module.model.state_dict(),
-                "config": self.config,
-                "status": pl_module.status,
-                "metrics": metrics,
-                "history": pl_module.history,
+                "state_dict": model.state_dict(),
+                "config": dict(self.config),
+                "status": record.status,
+                "reason": record.reason,
+                "metrics": record.final,
+                "history": record.history,
             },
             self.checkpoint_path,
         )
         tags = {
-            "status": pl_module.status,
-            "stop_reason": pl_module.criterion.reason,
+            "status": record.status,
+            "stop_reason": record.reason,
             "checkpoint_path": str(self.checkpoint_path.resolve()),
         }
+        if record.command:
+            tags["command"] = record.command
         tracking.set_tags(logger, tags)
         if self.log_checkpoint:
             tracking.log_artifact(logger, self.checkpoint_path)
@@ -64,12 +71,12 @@ class RunRecorder(pl.Callback):
 class AnalysisCallback(pl.Callback):
     """Sharpness and gain profiles of the trained net (Sec. 6), logged to MLflow.
 
-    At the end of fit (whatever stopped it; skipped for diverged runs): the top Hessian
-    eigenvalue of the full training loss, lr x lambda_max (< 2: linearly stable, App. I; with
-    `stability_limit`, a converged run above it is re-labelled not_converged), the
-    top eigenvector saved next to the checkpoint, and the gain profile (JSON + PNG). With
-    `every_n_epochs > 0`, sharpness is also tracked during training, each solve warm-started
-    from the previous eigenvector.
+    `analyze`, once training has ended (whatever stopped it; skipped for diverged runs): the
+    top Hessian eigenvalue of the full training loss, lr x lambda_max (< 2: linearly stable,
+    App. I), the top eigenvector saved next to the checkpoint, and the gain profile (JSON +
+    PNG). It measures only: `decide_status` judges the run from what it returns. With
+    `every_n_epochs > 0`, sharpness is also tracked during training (a run trained alone),
+    each solve warm-started from the previous eigenvector.
     """
 
     def __init__(
@@ -88,7 +95,6 @@ class AnalysisCallback(pl.Callback):
         gains: bool = True,
         gain_restarts: int = 100,
         gain_steps: int = 300,
-        stability_limit: float | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.lr = float(lr)
@@ -99,15 +105,11 @@ class AnalysisCallback(pl.Callback):
         self.gains = gains
         self.gain_restarts = gain_restarts
         self.gain_steps = gain_steps
-        self.stability_limit = stability_limit
-        self.results: dict[str, Any] = {}
         self.tracked: list[dict[str, float]] = []
         self._last_eigenvector: torch.Tensor | None = None
 
     @classmethod
-    def from_config(
-        cls, cfg: dict, output_dir: str | Path, lr: float, stability_limit: float | None = None
-    ) -> AnalysisCallback:
+    def from_config(cls, cfg: dict, output_dir: str | Path, lr: float) -> AnalysisCallback:
         sharp, gains = cfg["sharpness"], cfg.get("gains", {})
         return cls(
             output_dir,
@@ -123,30 +125,33 @@ class AnalysisCallback(pl.Callback):
             gains=gains.get("enabled", False),
             gain_restarts=gains.get("restarts", 100),
             gain_steps=gains.get("steps", 300),
-            stability_limit=stability_limit,
         )
 
-    def _sharpness(self, pl_module: RegressionModule):
-        data = pl_module.data
+    @property
+    def solver_tol(self) -> float:
+        return float(self.solver["tol"])
+
+    def _sharpness(self, model: MLP, data: TensorData, seed: int):
         return top_hessian_eigenvalue(
-            pl_module.model,
+            model,
             F.mse_loss,  # the training loss, eq. (2) up to the factor 1/d_y (README)
             data.train_inputs,
             data.train_targets,
             dtype=self.dtype,
-            seed=pl_module.seed,
+            seed=seed,
             v0=self._last_eigenvector,
             **self.solver,
         )
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: RegressionModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self.every_n_epochs <= 0 or epoch % self.every_n_epochs:
             return
-        if not all(torch.isfinite(p).all() for p in pl_module.model.parameters()):
+        (model,), (record,) = pl_module.models, pl_module.records  # a run trained alone
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
             return  # diverging: the module records it at this epoch's end
         try:
-            result = self._sharpness(pl_module)
+            result = self._sharpness(model, pl_module.data, record.seed)
         except SharpnessNotConverged as err:
             log.warning("sharpness at epoch %d did not converge: %s", epoch, err)
             return
@@ -163,32 +168,26 @@ class AnalysisCallback(pl.Callback):
                 "lambda_max_tracked": point["lambda_max"],
                 "lr_times_lambda_max_tracked": point["lr_times_lambda_max"],
             },
-            step=pl_module.steps,
+            step=record.steps,
         )
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: RegressionModule) -> None:
-        self.analyze(trainer.logger, pl_module)
-
-    def analyze(self, logger, pl_module: RegressionModule) -> None:
-        """Everything on_fit_end does, for a run trained outside a Trainer (src.batched)."""
-        if pl_module.status == "diverged":
-            self.results = {"skipped": "diverged"}
+    def analyze(self, logger, model: MLP, data: TensorData, record: RunRecord) -> dict[str, Any]:
+        """The measurements at the final weights (logged to `logger`)."""
+        if record.stopping.outcome == "diverged":
             tracking.set_tags(logger, {"analysis": "skipped (diverged)"})
-            return
-        self.results = self._measure_sharpness(logger, pl_module)
-        lam = self.results.get("lambda_max")
-        if self.stability_limit is not None and lam is not None and pl_module.status == "converged":
-            # A plateau where lr x lambda_max exceeds the limit is an oscillation around an
-            # unstable point, not convergence to a minimum (App. I, eq. S4).
-            pl_module.criterion.mark_unstable(self.lr * lam, self.stability_limit)
+            return {"skipped": "diverged"}
+        results = self._measure_sharpness(logger, model, data, record)
         if self.tracked:
-            self.results["tracked"] = self.tracked
+            results["tracked"] = self.tracked
         if self.gains:
-            self.results["gains"] = self._measure_gains(logger, pl_module)
+            results["gains"] = self._measure_gains(logger, model, data, record.seed)
+        return results
 
-    def _measure_sharpness(self, logger, pl_module: RegressionModule) -> dict[str, Any]:
+    def _measure_sharpness(
+        self, logger, model: MLP, data: TensorData, record: RunRecord
+    ) -> dict[str, Any]:
         try:
-            result = self._sharpness(pl_module)
+            result = self._sharpness(model, data, record.seed)
         except SharpnessNotConverged as err:
             # A measurement that failed is recorded as such, not as a number.
             tracking.set_tags(logger, {"hessian_status": f"not converged: {err}"})
@@ -207,7 +206,7 @@ class AnalysisCallback(pl.Callback):
         metrics.update(
             {f"lambda_{i + 1}": value for i, value in enumerate(result.eigenvalues[1:], start=1)}
         )
-        tracking.log_metrics(logger, metrics, step=pl_module.steps)
+        tracking.log_metrics(logger, metrics, step=record.steps)
         out = {
             **metrics,
             "eigenvalues": list(result.eigenvalues),
@@ -224,17 +223,15 @@ class AnalysisCallback(pl.Callback):
             tracking.set_tags(logger, {"eigenvector_path": out["eigenvector_path"]})
         return out
 
-    def _measure_gains(self, logger, pl_module: RegressionModule) -> dict[str, Any]:
-        from src.plots import plot_gain_profile
-
-        inputs = pl_module.data.train_inputs
+    def _measure_gains(self, logger, model: MLP, data: TensorData, seed: int) -> dict[str, Any]:
+        inputs = data.train_inputs
         profile = gain_profile(
-            pl_module.model,
+            model,
             input_dim=inputs.shape[1],
             restarts=self.gain_restarts,
             steps=self.gain_steps,
             input_norm=float(inputs.norm(dim=1).mean()),
-            seed=pl_module.seed,
+            seed=seed,
         )
         gains = profile.to_dict()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -244,3 +241,37 @@ class AnalysisCallback(pl.Callback):
         for path in (json_path, png_path):
             tracking.log_artifact(logger, path, "analysis")
         return gains
+
+
+def finish_run(
+    logger,
+    model: MLP,
+    data: TensorData,
+    record: RunRecord,
+    recorder: RunRecorder,
+    analysis: AnalysisCallback | None,
+    stability_limit: float | None,
+) -> None:
+    """Analyse a trained run, decide its status (the one place: `decide_status`), record it."""
+    if analysis is not None:
+        record.analysis = analysis.analyze(logger, model, data, record)
+    record.status, record.reason = decide_status(
+        record.stopping,
+        record.analysis if analysis is not None else None,
+        record.lr,
+        stability_limit,
+        solver_tol=analysis.solver_tol if analysis is not None else 0.0,
+    )
+    record.final = final_metrics(model, data, record)
+    recorder.record(logger, model, record)
+
+
+class RunFinisher(pl.Callback):
+    """Ends a run trained alone at the end of its fit: `finish(logger, data)`, a closure over
+    the run's model, record and recorder that calls `finish_run`."""
+
+    def __init__(self, finish) -> None:
+        self.finish = finish
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.finish(trainer.logger, pl_module.data)  # the data on the training device

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from src.results import flattest_per_depth, largest_converged_lr, linear_fit, power_law_fit
+from src.paper.tables import flattest_per_depth, largest_converged_lr, linear_fit, power_law_fit
 
 
 @dataclass

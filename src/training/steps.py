@@ -23,11 +23,8 @@ from contextlib import contextmanager
 
 import torch
 
-from src.config import ConfigValueError
-
 log = logging.getLogger(__name__)
 
-CAPTURE_MODES = ("auto", "true", "false")
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (lazy state, allocator)
 
 
@@ -35,31 +32,15 @@ def capture_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
 
 
-def resolve_capture(mode: str | bool, device: torch.device) -> bool:
-    """ "auto": capture on CUDA devices; "true": capture (CUDA only); "false": never."""
-    mode = str(mode).lower()
-    if mode not in CAPTURE_MODES:
-        raise ConfigValueError("performance.cuda_graph", f"must be one of {CAPTURE_MODES}", mode)
+def use_capture(mode: str, device: torch.device) -> bool:
+    """Whether to replay the step from a CUDA graph for a validated `performance.cuda_graph`
+    ("auto": on CUDA devices; "true": required, which validation allows only with CUDA;
+    "false": never)."""
     if mode == "false":
         return False
     if mode == "true" and not capture_supported(device):
-        raise ConfigValueError(
-            "performance.cuda_graph", f"true needs a CUDA device, training runs on {device}"
-        )
+        raise RuntimeError(f"performance.cuda_graph=true, but training runs on {device}")
     return capture_supported(device)
-
-
-def check_capture_possible(resolved: dict) -> None:
-    """Fail before any run is created if performance.cuda_graph=true cannot be honoured."""
-    if str(resolved["performance"]["cuda_graph"]) != "true":
-        return
-    accelerator = str(resolved["trainer"].get("accelerator", "auto"))
-    if accelerator == "cpu" or not torch.cuda.is_available():
-        raise ConfigValueError(
-            "performance.cuda_graph",
-            f"true needs a CUDA device (trainer.accelerator={accelerator}, "
-            f"CUDA available: {torch.cuda.is_available()})",
-        )
 
 
 @contextmanager

@@ -1,0 +1,290 @@
+"""Train runs from validated configs: `train(cfg)` for one run, `train_batched(cfgs)` for runs
+that differ only in seed and step size, trained together as one batched model.
+
+Both build the same parts (model, stopping rule, record, MLflow run, analysis, recorder) and
+end each run with the same `finish_run`; a run's result does not depend on which trained it,
+up to float rounding (tests/test_fast_paths.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from src import tracking
+from src.config import (
+    ConfigValueError,
+    RunConfig,
+    check_model_fits_data,
+    flatten,
+    validate,
+)
+from src.data import TensorData, load_dataset
+from src.errors import USER_ERRORS
+from src.models import MLP, initialize
+from src.training.batched import batch_key, batchable
+from src.training.callbacks import AnalysisCallback, RunFinisher, RunRecorder, finish_run
+from src.training.module import RegressionModule, log_history
+from src.training.record import RunRecord
+from src.training.status import StoppingRule, stability_limit
+from src.training.steps import matmul_precision
+
+log = logging.getLogger(__name__)
+
+__all__ = ["USER_ERRORS", "TrainResult", "train", "train_batched"]
+
+
+@dataclass
+class TrainResult:
+    status: str
+    reason: str
+    final_train_loss: float
+    final_val_loss: float
+    initial_train_loss: float
+    epochs: int
+    steps: int
+    ms_per_step: float  # training wall time per optimizer step (batched: per model-step)
+    ms_per_step_steady: float  # the same after the first epoch (warm-up, graph capture)
+    output_dir: str
+    checkpoint_path: str | None
+    run_id: str | None
+    command: str | None  # `python -m src.train ...` that retrains this run alone
+    history: dict[str, list[float]] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_run_name(cfg: Mapping) -> str:
+    return (
+        f"m{cfg['model']['depth']}-{cfg['init']['name']}-{cfg['optimizer']['name']}"
+        f"-lr{cfg['optimizer']['lr']:g}-s{cfg['seed']}"
+    )
+
+
+def resolve_output_dir(resolved: Mapping, output_dir: str | Path | None) -> Path:
+    return Path(
+        output_dir
+        or resolved.get("output_dir")
+        or Path("outputs", "runs", f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}")
+    )
+
+
+def build_model(resolved: Mapping, data: TensorData) -> MLP:
+    """The configured net, initialized from its own seeded generator (no global RNG)."""
+    m = resolved["model"]
+    model = MLP(data.d_in, data.d_out, m["depth"], m["width"], m["activation"], m["bias"])
+    generator = torch.Generator().manual_seed(int(resolved["seed"]))
+    return initialize(model, resolved["init"]["name"], generator=generator)
+
+
+def build_stopping_rule(resolved: Mapping) -> StoppingRule:
+    conv, div = resolved["callbacks"]["convergence"], resolved["callbacks"]["divergence"]
+    return StoppingRule(
+        tol=conv["tol"],
+        patience=conv["patience"],
+        min_epochs=conv.get("min_epochs", 1),
+        divergence_factor=div["factor"],
+        max_loss_ratio=conv.get("max_loss_ratio"),
+    )
+
+
+def build_analysis(resolved: Mapping, output_dir: Path) -> AnalysisCallback | None:
+    if not resolved.get("analysis", {}).get("enabled", False):
+        return None
+    return AnalysisCallback.from_config(
+        resolved["analysis"], output_dir, resolved["optimizer"]["lr"]
+    )
+
+
+def make_logger(resolved: Mapping, dataset_name: str, tags: Mapping[str, Any] | None):
+    """The run's MLflow logger (its run exists once this returns), or None for logger=none."""
+    if resolved["logger"]["name"] != "mlflow":
+        return None
+    lg = resolved["logger"]
+    return tracking.make_mlflow_logger(
+        lg["tracking_uri"],
+        lg["experiment_name"],
+        lg.get("run_name") or default_run_name(resolved),
+        tags={"init": resolved["init"]["name"], "dataset": dataset_name, **(tags or {})},
+    )
+
+
+def log_run_params(logger, resolved: Mapping, model: MLP) -> None:
+    if logger is None:
+        return
+    params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
+    params.update(
+        init=resolved["init"]["name"],
+        dataset=resolved["dataset"]["name"],
+        optimizer=resolved["optimizer"]["name"],
+        n_parameters=sum(p.numel() for p in model.parameters()),
+    )
+    logger.log_hyperparams(params)
+
+
+@dataclass
+class RunParts:
+    """Everything one run needs besides the training loop."""
+
+    record: RunRecord
+    model: MLP
+    output_dir: Path
+    recorder: RunRecorder
+    analysis: AnalysisCallback | None
+
+    def finish(self, logger, data: TensorData) -> None:
+        finish_run(
+            logger,
+            self.model,
+            data,
+            self.record,
+            self.recorder,
+            self.analysis,
+            stability_limit(self.record.resolved),
+        )
+
+    def result(self, logger) -> TrainResult:
+        record, final = self.record, self.record.final
+        checkpoint = self.recorder.checkpoint_path
+        return TrainResult(
+            status=record.status,
+            reason=record.reason,
+            final_train_loss=final["final_train_loss"],
+            final_val_loss=final["final_val_loss"],
+            initial_train_loss=final["initial_train_loss"],
+            epochs=int(final["epochs"]),
+            steps=int(final["steps"]),
+            ms_per_step=final["ms_per_step"],
+            ms_per_step_steady=final["ms_per_step_steady"],
+            output_dir=str(self.output_dir),
+            checkpoint_path=str(checkpoint) if checkpoint else None,
+            run_id=tracking.run_id(logger),
+            command=record.command,
+            history=record.history,
+            analysis=record.analysis,
+        )
+
+
+def build_run(
+    resolved: RunConfig, data: TensorData, output_dir: str | Path | None, command: str | None
+) -> RunParts:
+    output_dir = resolve_output_dir(resolved, output_dir)
+    return RunParts(
+        record=RunRecord(resolved, build_stopping_rule(resolved), command=command),
+        model=build_model(resolved, data),
+        output_dir=output_dir,
+        recorder=RunRecorder(
+            output_dir, resolved, log_checkpoint=resolved["logger"].get("log_checkpoint", True)
+        ),
+        analysis=build_analysis(resolved, output_dir),
+    )
+
+
+def _prepare(resolved: RunConfig, data: TensorData | None) -> TensorData:
+    data = load_dataset(resolved["dataset"]) if data is None else data
+    check_model_fits_data(resolved, data.d_in, data.d_out)
+    # A diverging net passes through denormal floats, which are ~100x slower on CPUs; flushing
+    # them to zero changes no result at float32 precision.
+    torch.set_flush_denormal(True)
+    return data
+
+
+def train(
+    cfg: DictConfig | Mapping,
+    output_dir: str | Path | None = None,
+    tags: Mapping[str, Any] | None = None,
+    data: TensorData | None = None,
+    command: str | None = None,
+) -> TrainResult:
+    """Train the configured network; return its status, losses and analysis.
+
+    Invalid settings raise ConfigValueError / DataError / TrackingError before any MLflow run
+    is created. A diverging run is a result (status "diverged"), not an error. `data` lets a
+    caller that trains many nets on one data set (a grid) load it once; `command` is recorded
+    as the command line that retrains the run.
+    """
+    resolved = validate(cfg)
+    data = _prepare(resolved, data)
+    pl.seed_everything(int(resolved["seed"]), workers=True, verbose=False)
+    run = build_run(resolved, data, output_dir, command)
+    module = RegressionModule([run.model], [run.record], data)
+    logger = make_logger(resolved, data.name, tags)
+    callbacks = [RunFinisher(run.finish)]
+    if run.analysis is not None:
+        callbacks.insert(0, run.analysis)  # tracks sharpness during training, if asked
+    try:
+        log_run_params(logger, resolved, run.model)
+        trainer = pl.Trainer(**resolved["trainer"], logger=logger or False, callbacks=callbacks)
+        with matmul_precision(resolved["performance"]["tf32"]):
+            trainer.fit(module)
+    except BaseException:
+        if logger is not None:
+            logger.finalize("failed")  # never leave a run marked RUNNING
+        raise
+    return run.result(logger)
+
+
+def train_batched(
+    cfgs: Sequence[DictConfig | Mapping],
+    output_dirs: Sequence[str | Path | None] | None = None,
+    tags: Sequence[Mapping[str, Any] | None] | None = None,
+    data: TensorData | None = None,
+    commands: Sequence[str | None] | None = None,
+) -> list[TrainResult]:
+    """Train the runs `cfgs` (equal `batch_key`) as one batched model; one TrainResult each,
+    in order, each as `train` would give it. Raises ConfigValueError if they cannot share a
+    batch."""
+    resolved = [validate(cfg) for cfg in cfgs]
+    if not resolved:
+        return []
+    if len({batch_key(r) for r in resolved}) > 1:
+        raise ConfigValueError("batch", "runs differ in more than seed and lr")
+    if (reason := batchable(resolved[0])) is not None:
+        raise ConfigValueError(reason, "cannot be trained in a batch")
+    data = _prepare(resolved[0], data)
+    logger_cfg = resolved[0]["logger"]
+    if logger_cfg["name"] == "mlflow":  # fail before training, as train() does
+        tracking.check_reachable(tracking.resolve_tracking_uri(logger_cfg["tracking_uri"]))
+    n = len(resolved)
+    runs = [
+        build_run(r, data, out, cmd)
+        for r, out, cmd in zip(resolved, output_dirs or [None] * n, commands or [None] * n)
+    ]
+    module = RegressionModule([r.model for r in runs], [r.record for r in runs], data)
+    trainer = pl.Trainer(**resolved[0]["trainer"], logger=False, callbacks=[])
+    with matmul_precision(resolved[0]["performance"]["tf32"]):
+        trainer.fit(module)
+    model_steps = sum(r.record.steps for r in runs)
+    log.info(
+        "trained %d models together: %.3f ms per model-step",
+        n,
+        1e3 * sum(r.record.train_seconds for r in runs) / max(model_steps, 1),
+    )
+    results = []
+    with matmul_precision(resolved[0]["performance"]["tf32"]):
+        for run, tag in zip(runs, tags or [None] * n):
+            tags_n = {"batched_models": n, **(tag or {})}
+            logger = make_logger(run.record.resolved, data.name, tags_n)
+            try:
+                log_run_params(logger, run.record.resolved, run.model)
+                log_history(logger, run.record)
+                run.finish(logger, module.data)
+            except BaseException:
+                if logger is not None:
+                    logger.finalize("failed")
+                raise
+            if logger is not None:
+                logger.finalize("success")
+            results.append(run.result(logger))
+    return results
