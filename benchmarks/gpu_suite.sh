@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU check of this project in one run, sized for one device session (< 8 minutes on an
-# H100): the CUDA tests, then the training-throughput and sharpness benchmarks. Results go to
-# $OUT (the device tool returns that folder).
+# Every GPU check of this project in one run, sized for one device session: at most 6 minutes
+# of step limits (CUDA tests first, then the training-throughput and sharpness benchmarks),
+# leaving time to rerun within a 15-minute device budget. Every table goes to $OUT as JSON and
+# Markdown (the device tool returns that folder); paste them into BENCHMARKS.md with
+#   python benchmarks/paste_gpu_results.py <the returned folder>
 #
 # Here, once:  mkdir -p .whl && cp ../shared/gpu-wheels/*.whl .whl/     (.whl/ is git-ignored)
-# Device:      run(command="bash benchmarks/gpu_suite.sh", carry=[".whl"], timeout_s=540)
+# Device:      run(command="bash benchmarks/gpu_suite.sh", carry=[".whl"], timeout_s=420)
 #
 # The GPU image has torch, Lightning and scipy but not hydra-core / omegaconf / antlr4 /
 # mlxtend: they travel as wheels. MLflow does not: every run here uses logger=none.
@@ -16,8 +18,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+: > "$OUT/summary.txt"
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on failure
     local name=$1 limit=$2
@@ -25,13 +28,17 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on f
     echo "== $name (limit ${limit}s)"
     local start=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
-    echo "== $name: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
+    echo "$name: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
 }
 
-step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/analysis/test_cuda.py \
+# Step limits: 90 + 150 + 120 = 360 s.
+step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" \
+    tests/analysis/test_cuda.py tests/test_cuda_training.py \
     "tests/test_fast_paths.py::test_cuda_graph_replay_equals_eager_steps"
-step train_throughput 240 python3 benchmarks/train_throughput.py --device cuda \
-    --depths 2 6 12 18 --n-train 60000 --epochs 2 --json "$OUT/train_throughput.json"
-step hessian 180 python3 benchmarks/hessian_benchmark.py --device cuda --depths 6 12 18 \
-    --n-samples 60000 --chunk-size auto --no-power
+step train_throughput 150 python3 benchmarks/train_throughput.py --device cuda \
+    --depths 2 6 18 --n-train 60000 --epochs 2 \
+    --json "$OUT/train_throughput.json" --markdown "$OUT/train_throughput.md"
+step hessian 120 python3 benchmarks/hessian_benchmark.py --device cuda --depths 6 18 \
+    --n-samples 60000 --chunk-size auto --no-power --repeats 2 \
+    --json "$OUT/hessian.json" --markdown "$OUT/hessian.md"
 cat "$OUT/summary.txt"

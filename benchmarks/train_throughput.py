@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (GPU)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--markdown", type=Path, default=None, help="and the table here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     args.depths = args.depths or ([2, 6, 12, 18] if cuda else [2, 6])
@@ -227,10 +228,11 @@ def main() -> None:
     device_name = (
         torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
     ) + f", {torch.get_num_threads()} threads, torch {torch.__version__}"
-    print(
-        f"# {device_name}; width {args.width}, batch {args.batch_size}, n_train {args.n_train}, "
+    title = (
+        f"{device_name}; width {args.width}, batch {args.batch_size}, n_train {args.n_train}, "
         f"{args.epochs} epochs (first not timed), TF32 {'on' if args.tf32 else 'off'}"
     )
+    print(f"# {title}")
     timers = {
         "project": lambda m: time_project(args, data, m, "auto"),
         "project_eager": lambda m: time_project(args, data, m, "false"),
@@ -242,8 +244,8 @@ def main() -> None:
     header = ["m", "GFLOP/step", *(f"{p} ms" for p in args.paths)]
     if "stock" in args.paths:
         header += [f"stock/{p}" for p in args.paths if p != "stock"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    print(*lines, sep="\n")
     for depth in args.depths:
         row = {"depth": depth, "gflop_per_step": gflop_per_step(args.width, depth, args.batch_size)}
         for path in args.paths:
@@ -251,8 +253,11 @@ def main() -> None:
         cells = [str(depth), f"{row['gflop_per_step']:.2f}", *(f"{row[p]:.3f}" for p in args.paths)]
         if "stock" in args.paths:
             cells += [f"{row['stock'] / row[p]:.1f}x" for p in args.paths if p != "stock"]
-        print("| " + " | ".join(cells) + " |", flush=True)
+        lines.append("| " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
         rows.append(row)
+    if args.markdown:
+        args.markdown.write_text("\n".join([f"ms per optimizer step: {title}.", "", *lines]) + "\n")
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -147,6 +147,9 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         _number(cfg, "analysis.sharpness.every_n_epochs", minimum=0, integer=True)
         if _get(cfg, "analysis.sharpness.chunk_size", None) not in (None, "auto"):
             _number(cfg, "analysis.sharpness.chunk_size", minimum=1, integer=True)
+        share = _number(cfg, "analysis.sharpness.memory_share", minimum=0, exclusive=True)
+        if share > 1:
+            raise ConfigValueError("analysis.sharpness.memory_share", "must be <= 1", share)
         if _get(cfg, "analysis.gains.enabled", False):
             _number(cfg, "analysis.gains.restarts", minimum=1, integer=True)
             _number(cfg, "analysis.gains.steps", minimum=1, integer=True)

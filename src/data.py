@@ -214,13 +214,13 @@ def load_dataset(cfg) -> TensorData:
 
 
 def resample_noise(data: TensorData, generator: torch.Generator) -> None:
-    """Draw fresh training noise in place (the `resample_noise` option), on the data's device."""
+    """Draw fresh training noise in place (the `resample_noise` option) from `generator`, on
+    the generator's device (the CPU: the same noise whatever device trains), copied to the
+    data's device."""
     if data.noise_std is None:
         return
+    targets = data.train_targets
     noise = torch.randn(
-        data.train_targets.shape,
-        generator=generator,
-        device=data.train_targets.device,
-        dtype=data.train_targets.dtype,
+        targets.shape, generator=generator, device=generator.device, dtype=targets.dtype
     )
-    data.train_inputs.copy_(data.train_targets + data.noise_std * noise)
+    data.train_inputs.copy_(targets + data.noise_std * noise.to(targets.device))

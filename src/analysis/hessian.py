@@ -70,7 +70,14 @@ from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 
-from src.analysis.landscape import LossFn, LossLandscape, dot64, norm64
+from src.analysis.landscape import (
+    CHUNK_MEMORY_SHARE,
+    LossFn,
+    LossLandscape,
+    dot64,
+    norm64,
+    resolve_device,
+)
 
 METHODS = ("auto", "lanczos", "lanczos_torch", "power")
 # ARPACK draws a random vector only if it must restart from scratch; scipy >= 1.15 lets us seed
@@ -187,6 +194,7 @@ def top_hessian_eigenvalue(
     solver_tol: float | None = None,
     device: torch.device | str | None = None,
     backend: str = "autograd",
+    memory_share: float = CHUNK_MEMORY_SHARE,
 ) -> SharpnessResult:
     """Top eigenvalue (and eigenvector) of the Hessian of the full training loss.
 
@@ -209,18 +217,41 @@ def top_hessian_eigenvalue(
             convergence; on a 784-wide net 10 needed 37 HVPs where 20 (scipy's default) needed 42.
         solver_tol: overrides the stopping tolerance handed to the solver (the Lanczos Ritz
             residual tolerance, or the power method's relative change); default derived from tol.
-        chunk_size, device, backend: see `LossLandscape` (chunk_size="auto": from free memory).
+        chunk_size, device, backend: see `LossLandscape` (chunk_size="auto": from the memory
+            left free once the "lanczos_torch" basis is set aside, `memory_share` of it).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    reserve = 0
+    if chunk_size == "auto" and resolve_method(method, device, model) == "lanczos_torch":
+        reserve = lanczos_basis_bytes(model, dtype, 400 if max_hvps is None else max_hvps)
     landscape = LossLandscape(
         model, loss_fn, inputs, targets,
         chunk_size=chunk_size, dtype=dtype, device=device, backend=backend,
+        reserve_bytes=reserve, memory_share=memory_share,
     )  # fmt: skip
     return hessian_eigenpairs(
         landscape, method=method, k=k, tol=tol, max_hvps=max_hvps, seed=seed, v0=v0, ncv=ncv,
         solver_tol=solver_tol,
     )  # fmt: skip
+
+
+def resolve_method(
+    method: str, device: torch.device | str | None, model: nn.Module | None = None
+) -> str:
+    """The solver "auto" stands for on a device: "lanczos_torch" on CUDA, else "lanczos"."""
+    if method != "auto":
+        return method
+    device = resolve_device(device, next(model.parameters()).device if model else None)
+    return "lanczos_torch" if device.type == "cuda" else "lanczos"
+
+
+def lanczos_basis_bytes(model: nn.Module, dtype: torch.dtype | None, max_hvps: int) -> int:
+    """Device memory the "lanczos_torch" basis can reach within `max_hvps` HVPs: one
+    parameter-sized vector per HVP plus the next one (the basis grows by doubling up to that)."""
+    size = sum(p.numel() for p in model.parameters())
+    element = (dtype or next(model.parameters()).dtype).itemsize
+    return min(size, max_hvps + 1) * size * element
 
 
 def hessian_eigenpairs(
@@ -241,8 +272,7 @@ def hessian_eigenpairs(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not 1 <= k < landscape.num_parameters:
         raise ValueError(f"need 1 <= k < {landscape.num_parameters}, got k={k}")
-    if method == "auto":
-        method = "lanczos_torch" if landscape.device.type == "cuda" else "lanczos"
+    method = resolve_method(method, landscape.device)
     theta = landscape.as_vector(theta)
     start = _start_vector(landscape.num_parameters, seed, v0)
     began = time.perf_counter()

@@ -34,8 +34,10 @@ HVP_BACKENDS = ("autograd", "func")
 # backends with room for allocator fragmentation and activations that are not modules
 # (`torch.relu` in `MLP`).
 HVP_MEMORY_FACTOR = 12
-# Share of the free memory one chunk may use; the rest is left to the parameter-sized vectors
-# and, for "lanczos_torch", the Krylov basis (one parameter-sized vector per HVP).
+# Share of the free memory one chunk may use; the rest is left to the parameter-sized vectors.
+# Memory a solver will need besides (the "lanczos_torch" Krylov basis) is set aside first
+# (`reserve_bytes`). Processes that share one GPU each see the same free memory: give each
+# 1/N of this share (`memory_share`).
 CHUNK_MEMORY_SHARE = 0.5
 
 
@@ -77,10 +79,14 @@ def dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def free_memory(device: torch.device) -> int | None:
-    """Bytes free for new tensors on `device`: `torch.cuda.mem_get_info` on CUDA, the
-    available physical RAM on Linux CPUs; None where unknown."""
+    """Bytes free for new tensors on `device`: on CUDA what the driver reports free
+    (`torch.cuda.mem_get_info`) plus what PyTorch's caching allocator holds without using it
+    (reserved - allocated: the driver counts it as taken, yet this process can reuse it, so
+    without it auto chunks would shrink run after run in one process); the available physical
+    RAM on Linux CPUs; None where unknown."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + max(0, cached)
     if device.type == "cpu":
         try:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -115,22 +121,29 @@ def auto_chunk_size(
     num_samples: int,
     *,
     free_bytes: int | None = None,
+    reserve_bytes: int = 0,
+    memory_share: float = CHUNK_MEMORY_SHARE,
 ) -> int:
-    """Samples per HVP chunk such that one chunk needs at most `CHUNK_MEMORY_SHARE` of the free
-    memory of the model's device, capped at `num_samples` (and at least 1).
+    """Samples per HVP chunk such that one chunk needs at most `memory_share` of the memory of
+    the model's device that is free once `reserve_bytes` (e.g. a Lanczos basis) are set aside,
+    capped at `num_samples` (and at least 1).
 
     The HVP's peak memory per sample is estimated as `HVP_MEMORY_FACTOR` x
     `activations_per_sample(model, sample)` x the parameters' element size, i.e. a double
     backward keeps a small multiple of the forward's activations. `free_bytes` defaults to
-    `free_memory` (CUDA: `mem_get_info`; CPU: available RAM); where unknown, one chunk.
+    `free_memory` (CUDA: free plus cached-but-unused; CPU: available RAM); where unknown, one
+    chunk.
     """
+    if not 0 < memory_share <= 1:
+        raise ValueError(f"memory_share must be in (0, 1], got {memory_share}")
     first = next(model.parameters())
     if free_bytes is None:
         free_bytes = free_memory(first.device)
     if free_bytes is None:
         return num_samples
+    budget = memory_share * max(0, free_bytes - reserve_bytes)
     per_sample = HVP_MEMORY_FACTOR * activations_per_sample(model, sample) * first.element_size()
-    return max(1, min(num_samples, int(CHUNK_MEMORY_SHARE * free_bytes) // per_sample))
+    return max(1, min(num_samples, int(budget) // per_sample))
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
@@ -148,6 +161,8 @@ class LossLandscape:
         chunk_size: samples per chunk; None puts the whole set in one chunk, "auto" picks it
             from the device's free memory (`auto_chunk_size`). Peak memory of an HVP is that of
             a double backward pass over one chunk.
+        reserve_bytes, memory_share: for chunk_size="auto": memory set aside for the solver,
+            and the share of the rest a chunk may take (see `auto_chunk_size`).
         dtype: computation dtype; if it differs from the model's, the model is deep-copied and
             cast, so the caller's model is never touched.
         device: computation device (default: the model's); a different one also implies a copy.
@@ -166,6 +181,8 @@ class LossLandscape:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         backend: str = "autograd",
+        reserve_bytes: int = 0,
+        memory_share: float = CHUNK_MEMORY_SHARE,
     ) -> None:
         if backend not in HVP_BACKENDS:
             raise ValueError(f"backend must be one of {HVP_BACKENDS}, got {backend!r}")
@@ -194,7 +211,9 @@ class LossLandscape:
         inputs = self._cast(inputs)
         targets = self._cast(targets)
         if chunk_size == "auto":  # after the cast, so the free memory excludes the data
-            chunk_size = auto_chunk_size(self.module, inputs[:1], n)
+            chunk_size = auto_chunk_size(
+                self.module, inputs[:1], n, reserve_bytes=reserve_bytes, memory_share=memory_share
+            )
         elif chunk_size is None:
             chunk_size = n
         elif isinstance(chunk_size, str):

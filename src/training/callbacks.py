@@ -27,6 +27,7 @@ from src.plots import plot_gain_profile
 from src.training.module import final_metrics
 from src.training.record import RunRecord
 from src.training.status import decide_status
+from src.training.steps import matmul_precision
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class AnalysisCallback(pl.Callback):
         tol: float = 1e-6,
         max_hvps: int = 200,
         k: int = 1,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
+        memory_share: float = 0.5,
         dtype: str = "float32",
         every_n_epochs: int = 0,
         save_eigenvector: bool = True,
@@ -98,7 +100,9 @@ class AnalysisCallback(pl.Callback):
     ) -> None:
         self.output_dir = Path(output_dir)
         self.lr = float(lr)
-        self.solver = dict(method=method, tol=tol, max_hvps=max_hvps, k=k, chunk_size=chunk_size)
+        # top_hessian_eigenvalue's settings
+        self.solver = {"method": method, "tol": tol, "max_hvps": max_hvps, "k": k}
+        self.solver.update(chunk_size=chunk_size, memory_share=memory_share)
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
         self.every_n_epochs = every_n_epochs
         self.save_eigenvector = save_eigenvector
@@ -119,6 +123,7 @@ class AnalysisCallback(pl.Callback):
             max_hvps=sharp["max_hvps"],
             k=sharp["k"],
             chunk_size=sharp.get("chunk_size"),
+            memory_share=sharp.get("memory_share", 0.5),
             dtype=sharp.get("dtype", "float32"),
             every_n_epochs=sharp.get("every_n_epochs", 0),
             save_eigenvector=sharp.get("save_eigenvector", True),
@@ -151,7 +156,8 @@ class AnalysisCallback(pl.Callback):
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             return  # diverging: the module records it at this epoch's end
         try:
-            result = self._sharpness(model, pl_module.data, record.seed)
+            with matmul_precision(False):  # a measurement: fp32, whatever training allows
+                result = self._sharpness(model, pl_module.data, record.seed)
         except SharpnessNotConverged as err:
             log.warning("sharpness at epoch %d did not converge: %s", epoch, err)
             return
@@ -252,17 +258,22 @@ def finish_run(
     analysis: AnalysisCallback | None,
     stability_limit: float | None,
 ) -> None:
-    """Analyse a trained run, decide its status (the one place: `decide_status`), record it."""
-    if analysis is not None:
-        record.analysis = analysis.analyze(logger, model, data, record)
-    record.status, record.reason = decide_status(
-        record.stopping,
-        record.analysis if analysis is not None else None,
-        record.lr,
-        stability_limit,
-        solver_tol=analysis.solver_tol if analysis is not None else 0.0,
-    )
-    record.final = final_metrics(model, data, record)
+    """Analyse a trained run, decide its status (the one place: `decide_status`), record it.
+
+    Measurements and final losses are computed in full fp32 even where training ran with TF32
+    matmuls (performance.tf32): TF32's ~1e-3 relative error per product would move lambda_max
+    and the losses far beyond fp32 rounding."""
+    with matmul_precision(False):
+        if analysis is not None:
+            record.analysis = analysis.analyze(logger, model, data, record)
+        record.status, record.reason = decide_status(
+            record.stopping,
+            record.analysis if analysis is not None else None,
+            record.lr,
+            stability_limit,
+            solver_tol=analysis.solver_tol if analysis is not None else 0.0,
+        )
+        record.final = final_metrics(model, data, record)
     recorder.record(logger, model, record)
 
 

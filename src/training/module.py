@@ -109,12 +109,13 @@ class RegressionModule(pl.LightningModule):
         return math.ceil(self.data.n_train / self.batch_size)
 
     def setup(self, stage: str) -> None:
+        self._host_data = self.data
         self.data = self.data.to(self.device)
-        for model in self.models:
-            model.to(self.device)
-        self._generators = [
-            torch.Generator(device=self.device).manual_seed(r.seed) for r in self.records
-        ]
+        # A batched model's members wait on the host: the batch holds their weights while it
+        # trains, and each is moved to the device only for its own analysis (src.training.run).
+        # Batch orders (and re-sampled noise) come from CPU generators, so a seed gives the same
+        # batches on every device; the order is copied to the device once per epoch.
+        self._generators = [torch.Generator().manual_seed(r.seed) for r in self.records]
         # Static tensors read by the (possibly captured) step: see src.training.steps.
         k, n = len(self.records), self.data.n_train
         self._order = torch.zeros(k, n, dtype=torch.long, device=self.device)
@@ -201,16 +202,13 @@ class RegressionModule(pl.LightningModule):
             record.stopping.start(initial[slot], baseline)
         self._retire_decided()
 
-    def on_train_start(self) -> None:
-        self._epoch_t0 = time.perf_counter()
-
     def on_train_epoch_start(self) -> None:
+        self._epoch_t0 = time.perf_counter()
         if self.resample_noise and self.current_epoch > 0:  # never batched (see batchable)
             resample_noise(self.data, self._generators[0])  # in place: a graph keeps its address
         n = self.data.n_train
         for slot, index in enumerate(self.active):
-            order = torch.randperm(n, generator=self._generators[index], device=self.device)
-            self._order[slot].copy_(order)
+            self._order[slot].copy_(torch.randperm(n, generator=self._generators[index]))
         self._counter.zero_()
         self._loss_sum.zero_()
         self._epoch_samples = 0
@@ -238,13 +236,16 @@ class RegressionModule(pl.LightningModule):
             self.records[index].captured = captured
         if max_steps is not None and 0 <= max_steps <= steps_so_far + full:
             self.trainer.should_stop = True
+        # The one host-device synchronisation of the epoch. The epoch's time is taken here,
+        # before any callback's on_train_epoch_end (tracked sharpness, logging) and before the
+        # validation loss: it is the time of the optimizer steps alone.
+        self._epoch_train_losses = (self._loss_sum / max(self._epoch_samples, 1)).tolist()
+        self._epoch_seconds = time.perf_counter() - self._epoch_t0
 
     def on_train_epoch_end(self) -> None:
         if not self.active:
             return
-        # The one host-device synchronisation of the epoch.
-        train = (self._loss_sum / max(self._epoch_samples, 1)).tolist()
-        seconds = time.perf_counter() - self._epoch_t0
+        train, seconds = self._epoch_train_losses, self._epoch_seconds
         val = self._full_losses(self.data.val_inputs, self.data.val_targets)
         for slot, index in enumerate(self.active):
             record = self.records[index]
@@ -258,12 +259,26 @@ class RegressionModule(pl.LightningModule):
                     self.logger, self.current_epoch, train[slot], val[slot], record.steps
                 )
         self._retire_decided()
-        self._epoch_t0 = time.perf_counter()
 
     def on_train_end(self) -> None:
         if self.batched:  # members still training when max_epochs stopped them
             for slot, index in enumerate(self.active):
                 self.models[index].load_state_dict(self.net.member_state(slot))
+
+    def release(self) -> None:
+        """Drop what training held on the device once the runs are finished: the step runner
+        (its CUDA graph, and the bound methods that tie it to this module in a reference
+        cycle), the optimizer (Lightning's reference too), the static step tensors, the
+        batched net and the device copy of the data. A grid trains many runs in one process:
+        nothing of a finished run should wait for the garbage collector."""
+        self._runner = None
+        self._optimizer = None
+        if self._trainer is not None:
+            self._trainer.strategy.optimizers = []
+        self._order = self._counter = self._offsets = self._loss_sum = None
+        if self.batched:
+            self.net = None
+        self.data = getattr(self, "_host_data", self.data)
 
     def _retire_decided(self) -> None:
         """Stop training the members whose stopping rule has decided: a batched member's
@@ -282,6 +297,9 @@ class RegressionModule(pl.LightningModule):
         slots = torch.tensor(keep, device=self.device)
         self.net.keep(slots)
         self._optimizer = self._optimizer.moved_to(list(self.net.parameters()), slots)
+        # Lightning keeps the optimizer configure_optimizers returned: point it at the new one,
+        # or the old one (every member's parameters and state) stays alive until the end.
+        self.trainer.strategy.optimizers = [self._optimizer]
         self._order = self._order.index_select(0, slots)
         self._loss_sum = self._loss_sum.index_select(0, slots)
         self._runner.reset()  # new shapes: record a new graph

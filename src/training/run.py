@@ -232,6 +232,8 @@ def train(
         if logger is not None:
             logger.finalize("failed")  # never leave a run marked RUNNING
         raise
+    finally:
+        module.release()
     return run.result(logger)
 
 
@@ -272,19 +274,29 @@ def train_batched(
         1e3 * sum(r.record.train_seconds for r in runs) / max(model_steps, 1),
     )
     results = []
-    with matmul_precision(resolved[0]["performance"]["tf32"]):
+    try:
         for run, tag in zip(runs, tags or [None] * n):
-            tags_n = {"batched_models": n, **(tag or {})}
-            logger = make_logger(run.record.resolved, data.name, tags_n)
-            try:
-                log_run_params(logger, run.record.resolved, run.model)
-                log_history(logger, run.record)
-                run.finish(logger, module.data)
-            except BaseException:
-                if logger is not None:
-                    logger.finalize("failed")
-                raise
-            if logger is not None:
-                logger.finalize("success")
-            results.append(run.result(logger))
+            results.append(_finish_member(run, module, {"batched_models": n, **(tag or {})}))
+    finally:
+        module.release()
     return results
+
+
+def _finish_member(run: RunParts, module: RegressionModule, tags: Mapping[str, Any]) -> TrainResult:
+    """Give one member of a trained batch its MLflow run, analysis, status and checkpoint, on
+    the training device (one member there at a time)."""
+    logger = make_logger(run.record.resolved, module.data.name, tags)
+    run.model.to(module.device)
+    try:
+        log_run_params(logger, run.record.resolved, run.model)
+        log_history(logger, run.record)
+        run.finish(logger, module.data)
+    except BaseException:
+        if logger is not None:
+            logger.finalize("failed")
+        raise
+    finally:
+        run.model.cpu()
+    if logger is not None:
+        logger.finalize("success")
+    return run.result(logger)

@@ -37,15 +37,23 @@ def _wide_problem():
 
 def test_sharpness_on_gpu_matches_cpu():
     model, inputs, targets = _wide_problem()
-    cpu = top_hessian_eigenvalue(model, F.mse_loss, inputs, targets, dtype=torch.float64)
+    # The reference: float64 ARPACK on the CPU, solved far below the tolerances asserted here.
+    cpu = top_hessian_eigenvalue(
+        model, F.mse_loss, inputs, targets, dtype=torch.float64, method="lanczos", tol=1e-10
+    )
     ts = [-1e-3, 0.0, 1e-3, 0.1]
     cpu_section = loss_along_direction(model, F.mse_loss, inputs, targets, None,
                                        cpu.eigenvector, ts, dtype=torch.float64)  # fmt: skip
     gpu_model = model.cuda()
     x, y = inputs.cuda(), targets.cuda()
+    # Both solved to 1e-10: they agree to what that tolerance allows (1e-9 relative).
     gpu64 = top_hessian_eigenvalue(gpu_model, F.mse_loss, x, y, dtype=torch.float64,
-                                   chunk_size=100)  # fmt: skip
+                                   chunk_size=100, tol=1e-10)  # fmt: skip
     assert gpu64.eigenvalue == pytest.approx(cpu.eigenvalue, rel=1e-9)
+    # At the default tolerance (1e-6: residual <= 1e-4 relative) the eigenvalue is off by
+    # ~1e-8..1e-6, as in the CPU suite.
+    default64 = top_hessian_eigenvalue(gpu_model, F.mse_loss, x, y, dtype=torch.float64)
+    assert default64.eigenvalue == pytest.approx(cpu.eigenvalue, rel=1e-5)
     assert gpu64.eigenvector.device.type == "cpu"
     gpu32 = top_hessian_eigenvalue(gpu_model, F.mse_loss, x, y)
     assert gpu32.method == "lanczos_torch"  # "auto" on CUDA
