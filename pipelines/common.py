@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from src.errors import USER_ERRORS
+from src.signals import exit_on_signals
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,6 +117,7 @@ def stage_main(
         configure(parser)
     args = parser.parse_args(argv)
     setup_logging()
+    exit_on_signals()
     try:
         run(args)
     except (ParamsError, *USER_ERRORS) as err:

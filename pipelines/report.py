@@ -82,10 +82,10 @@ def log_summary_run(params: dict, root: Path, report_path: Path, claims: list[di
     import mlflow
 
     uri = tracking.environment_first_uri(params.get("mlflow", {}).get("tracking_uri"))
-    tracking.check_reachable(uri)
+    tracking.prepare_store(uri, "report")
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("report")
-    with mlflow.start_run(run_name=f"pipeline-{params['profile']}"):
+    with mlflow.start_run(run_name=f"pipeline-{params['profile']}", tags=tracking.process_tags()):
         mlflow.set_tag("profile", params["profile"])
         mlflow.log_metrics(
             {f"claim.{c['name']}": float(c["holds"]) for c in claims if c["holds"] is not None}

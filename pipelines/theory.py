@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from src.signals import exit_on_signals
 from src.theory import figures, verify
-from src.tracking import environment_first_uri
+from src.tracking import TrackingError, environment_first_uri, prepare_store, process_tags
 
 VERIFY_JSON = Path("results/theory/verify.json")
 METRICS_JSON = Path("results/theory/metrics.json")
@@ -78,9 +79,10 @@ def log_to_mlflow(
     """Log one run to experiment "theory" (artifacts: (file, artifact folder)); returns its id."""
     import mlflow
 
-    mlflow.set_tracking_uri(environment_first_uri(settings.get("tracking_uri")))
+    uri = prepare_store(environment_first_uri(settings.get("tracking_uri")), "theory")
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("theory")
-    with mlflow.start_run(run_name="theory") as run:
+    with mlflow.start_run(run_name="theory", tags=process_tags()) as run:
         mlflow.log_params(
             {
                 "seeds": settings["seeds"],
@@ -131,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="YAML file with a theory: section")
     parser.add_argument("--root", default=".", help="directory the fixed output paths are under")
     args = parser.parse_args(argv)
-    return run(args.params, args.root)
+    exit_on_signals()
+    try:
+        return run(args.params, args.root)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

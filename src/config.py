@@ -7,6 +7,7 @@ names the key. `validate` returns a `RunConfig`; code below it takes that and ne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,8 @@ def _number(cfg: Mapping, key: str, *, minimum=None, exclusive=False, integer=Fa
     value = _get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigValueError(key, "must be a number", value)
+    if not math.isfinite(value):
+        raise ConfigValueError(key, "must be finite", value)
     if integer and int(value) != value:
         raise ConfigValueError(key, "must be an integer", value)
     if minimum is not None:
@@ -57,6 +60,17 @@ def _number(cfg: Mapping, key: str, *, minimum=None, exclusive=False, integer=Fa
             raise ConfigValueError(key, f"must be > {minimum}", value)
         if not exclusive and not value >= minimum:
             raise ConfigValueError(key, f"must be >= {minimum}", value)
+    return value
+
+
+def _below(cfg: Mapping, key: str, limit: float, name: str | None = None) -> float:
+    """A number in [0, limit); errors name `name` (default: `key`)."""
+    try:
+        value = _number(cfg, key, minimum=0)
+    except ConfigValueError as err:
+        raise ConfigValueError(name or key, str(err).split(": ", 1)[1]) from None
+    if not value < limit:
+        raise ConfigValueError(name or key, f"must be < {limit:g}", value)
     return value
 
 
@@ -104,8 +118,18 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         _number(cfg, "model.width", minimum=1, integer=True)
     _choice(cfg, "init.name", _INITS)
 
-    _choice(cfg, "optimizer.name", _OPTIMIZERS)
+    optimizer = _choice(cfg, "optimizer.name", _OPTIMIZERS)
     _number(cfg, "optimizer.lr", minimum=0, exclusive=True)
+    _number(cfg, "optimizer.weight_decay", minimum=0)
+    if optimizer == "sgd":
+        _below(cfg, "optimizer.momentum", 1.0)
+    else:
+        betas = _get(cfg, "optimizer.betas")
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise ConfigValueError("optimizer.betas", "must be two numbers", betas)
+        for i, beta in enumerate(betas):
+            _below({"beta": beta}, "beta", 1.0, name=f"optimizer.betas[{i}]")
+        _number(cfg, "optimizer.eps", minimum=0, exclusive=True)
     _number(cfg, "batch_size", minimum=1, integer=True)
     _number(cfg, "seed", minimum=0, integer=True)
 
@@ -184,8 +208,13 @@ def batching_enabled(batch_models: str | bool) -> bool:
     return value == "true"
 
 
-def check_model_fits_data(cfg: Mapping, d_x: int, d_y: int) -> None:
-    """Assumption A1: every hidden width is at least min(d_x, d_y)."""
+def check_model_fits_data(cfg: Mapping, d_x: int, d_y: int, n_train: int | None = None) -> None:
+    """Assumption A1: every hidden width is at least min(d_x, d_y); and a batch is no larger
+    than the training set (a larger one would silently be the full set at every step)."""
+    if n_train is not None and _get(cfg, "batch_size") > n_train:
+        raise ConfigValueError(
+            "batch_size", f"must be <= the training set size ({n_train})", _get(cfg, "batch_size")
+        )
     width = _get(cfg, "model.width", None)
     if width is not None and _get(cfg, "model.depth") > 1 and width < min(d_x, d_y):
         raise ConfigValueError(

@@ -95,6 +95,40 @@ def load_mnist5k(n_train: int = 4000, split_seed: int = 0) -> tuple[torch.Tensor
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
+# The four IDX files torchvision reads, and their magic numbers (IDX: 0x08 = unsigned bytes,
+# then the number of dimensions).
+IDX_FILES = {
+    "train-images-idx3-ubyte": 0x803,
+    "train-labels-idx1-ubyte": 0x801,
+    "t10k-images-idx3-ubyte": 0x803,
+    "t10k-labels-idx1-ubyte": 0x801,
+}
+
+
+def check_idx_file(path: Path, magic: int) -> None:
+    """Raise a one-line DataError naming `path` if it is not a complete IDX file of the kind
+    `magic` says (images: n x 28 x 28 bytes; labels: n bytes)."""
+    dims = magic & 0xFF
+    header_size = 4 + 4 * dims
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        header = handle.read(header_size)
+    if len(header) < header_size or int.from_bytes(header[:4], "big") != magic:
+        found = f"0x{int.from_bytes(header[:4], 'big'):x}" if len(header) >= 4 else "none"
+        raise DataError(
+            f"dataset.data_dir: {path} is not an IDX file (magic number {found}, "
+            f"expected 0x{magic:x}); replace it or delete it and use dataset.download=true"
+        )
+    shape = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    expected = header_size + math.prod(shape)
+    if size != expected:
+        raise DataError(
+            f"dataset.data_dir: {path} is {'truncated' if size < expected else 'too long'}: "
+            f"its header says {'x'.join(map(str, shape))} bytes of data ({expected} bytes in "
+            f"all), the file has {size}"
+        )
+
+
 @functools.lru_cache(maxsize=4)
 def load_torchvision(
     name: str, data_dir: str, download: bool = False
@@ -104,11 +138,14 @@ def load_torchvision(
 
     cls = getattr(torchvision.datasets, _TORCHVISION[name])
     root = Path(data_dir).expanduser()
+    raw = root / cls.__name__ / "raw"
+    for file, magic in IDX_FILES.items():  # torchvision's own errors would be tracebacks
+        if (raw / file).is_file():
+            check_idx_file(raw / file, magic)
     try:
         train = cls(root=str(root), train=True, download=download)
         test = cls(root=str(root), train=False, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True ..."
-        raw = root / cls.__name__ / "raw"
         raise DataError(
             f"dataset.data_dir: {cls.__name__} files not found under {raw} "
             f"(put the four IDX files there, or run once with dataset.download=true)"

@@ -7,24 +7,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.tracking import check_reachable, resolve_tracking_uri
+from src.tracking import prepare_store
 
 
 class PrepareTrackingStore(Callback):
-    """Create the MLflow store and experiment once, before parallel jobs start.
-
-    Jobs launched side by side (joblib, submitit) would otherwise race to create the sqlite
-    schema and the experiment, and all but one would fail.
-    """
+    """Prepare the MLflow store and experiment once, before parallel jobs start (each job
+    prepares it too, under a lock: this only saves them the wait), and fail the sweep in one
+    line if the store cannot be used."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         logger = config.get("logger", {})
         if logger.get("name") != "mlflow":
             return
-        import mlflow  # heavy: only when a multirun tracks to MLflow
-
-        uri = resolve_tracking_uri(logger.tracking_uri)
-        check_reachable(uri)
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        if client.get_experiment_by_name(logger.experiment_name) is None:
-            client.create_experiment(logger.experiment_name)
+        prepare_store(logger.tracking_uri, logger.experiment_name)

@@ -1,14 +1,32 @@
-"""MLflow plumbing shared by training, analysis and the pipeline stages."""
+"""MLflow plumbing shared by training, analysis and the pipeline stages.
+
+Every entry point that opens a tracking store goes through `prepare_store` first: it checks
+that the store can be used (one line naming the URI and the cause otherwise, within seconds),
+creates and migrates a sqlite store under an inter-process lock (jobs started together on a new
+store would otherwise race MLflow's schema migration and can leave it half-migrated), creates
+the experiment, and closes runs left RUNNING by processes of this host that no longer exist.
+
+    python -m src.tracking close-stale [--uri URI]     # that last step, on demand
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import fcntl
 import os
+import socket
+import sqlite3
+import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+LOCK_TIMEOUT_S = 120.0  # how long to wait for another process preparing the same store
 
 
 class TrackingError(RuntimeError):
@@ -48,23 +66,165 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from err
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a sqlite:/// store, None for other stores."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def check_writable(uri: str) -> None:
+    """Fail in one line when a local store cannot be written: a missing directory, a file that
+    is not a database, a read-only file, directory or file system. sqlite itself is asked
+    (a write transaction that is rolled back), so the answer holds for root too."""
+    path = sqlite_path(uri)
+    if path is None:
+        if uri.startswith("file:"):
+            folder = Path(urllib.request.url2pathname(uri[len("file:") :]))
+            folder = folder if folder.exists() else folder.parent
+            if not (folder.is_dir() and os.access(folder, os.W_OK)):
+                raise TrackingError(f"logger.tracking_uri: cannot write the store {uri}")
+        return
+    if not path.parent.is_dir():
+        raise TrackingError(
+            f"logger.tracking_uri: cannot use {uri}: directory {path.parent} does not exist"
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            db.execute("PRAGMA schema_version")  # "file is not a database" surfaces here
+            db.execute("BEGIN IMMEDIATE")  # a write lock: read-only files and folders fail
+            db.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):  # another process is writing to it: it is writable
+            return
+        raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {err}") from err
+    except sqlite3.Error as err:
+        raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {err}") from err
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An inter-process lock for preparing a local sqlite store (`<db>.lock` beside it)."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(f"{path}.lock", "a") as handle:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(
+                        f"logger.tracking_uri: {uri} is locked by another process "
+                        f"for more than {LOCK_TIMEOUT_S:.0f} s ({path}.lock)"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_PREPARED: set[tuple[str, str | None]] = set()
+
+
+def prepare_store(uri: str, experiment_name: str | None = None) -> str:
+    """Make the store at `uri` ready for this process (see the module docstring); return the
+    absolute URI. Cheap after the first call for a (uri, experiment)."""
+    uri = resolve_tracking_uri(uri)
+    if (uri, experiment_name) in _PREPARED:
+        return uri
+    check_reachable(uri)
+    check_writable(uri)
+    import mlflow
+
+    with store_lock(uri):
+        try:
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # creates and migrates the schema
+            if experiment_name and client.get_experiment_by_name(experiment_name) is None:
+                client.create_experiment(experiment_name)
+            close_stale_runs(client)
+        except mlflow.exceptions.MlflowException as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {first}") from err
+    _PREPARED.add((uri, experiment_name))
+    return uri
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that let a later process tell whether the run's process still exists."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def close_stale_runs(client) -> list[str]:
+    """Mark FAILED the runs still RUNNING whose process (tagged host and pid) was on this host
+    and no longer exists (e.g. killed with SIGKILL); return their ids."""
+    host = socket.gethostname()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    stale = []
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=5000):
+        tags = run.data.tags
+        if tags.get("host") != host or not tags.get("pid", "").isdigit():
+            continue
+        pid = int(tags["pid"])
+        if pid == os.getpid() or _process_exists(pid):
+            continue
+        reason = f"process {tags['pid']} on {host} ended without closing the run"
+        client.set_tag(run.info.run_id, "failure_reason", reason)
+        client.set_terminated(run.info.run_id, "FAILED")
+        stale.append(run.info.run_id)
+    return stale
+
+
 def make_mlflow_logger(
     tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, Any]
 ):
-    """A Lightning MLFlowLogger whose run exists once this returns (reachability checked first)."""
+    """A Lightning MLFlowLogger whose run exists once this returns (the store is prepared
+    first: `prepare_store`)."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    uri = resolve_tracking_uri(tracking_uri)
-    check_reachable(uri)
+    uri = prepare_store(tracking_uri, experiment_name)
     logger = MLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
         tracking_uri=uri,
-        tags={k: str(v) for k, v in tags.items()},
+        tags={k: str(v) for k, v in {**tags, **process_tags()}.items()},
         log_model=False,
     )
     _ = logger.run_id  # create the run now, so errors surface before training starts
     return logger
+
+
+def end_run(logger, error: BaseException | None) -> None:
+    """Close a run: FINISHED without `error`; KILLED for a signal (SIGTERM, SIGINT);
+    FAILED otherwise, with the reason as the tag `failure_reason`."""
+    if (ml := _mlflow(logger)) is None:
+        return
+    if error is None:
+        ml.finalize("success")
+        return
+    killed = isinstance(error, (KeyboardInterrupt, SystemExit))
+    if isinstance(error, SystemExit):
+        reason = f"terminated ({getattr(error, 'reason', f'exit status {error.code}')})"
+    else:
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    ml.experiment.set_tag(ml.run_id, "failure_reason", reason)
+    ml.experiment.set_terminated(ml.run_id, "KILLED" if killed else "FAILED")
 
 
 def _mlflow(logger):
@@ -92,3 +252,27 @@ def log_artifact(logger, path: str | Path, artifact_path: str | None = None) -> 
 def run_id(logger) -> str | None:
     ml = _mlflow(logger)
     return None if ml is None else ml.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Tracking-store maintenance")
+    parser.add_argument("command", choices=["close-stale"])
+    parser.add_argument("--uri", default=None, help="default: $MLFLOW_TRACKING_URI or mlflow.db")
+    args = parser.parse_args(argv)
+    try:
+        uri = resolve_tracking_uri(args.uri)
+        check_reachable(uri)
+        check_writable(uri)
+        import mlflow
+
+        with store_lock(uri):
+            closed = close_stale_runs(mlflow.MlflowClient(tracking_uri=uri))
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"closed {len(closed)} stale run(s) in {uri}" + "".join(f"\n  {r}" for r in closed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

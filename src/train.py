@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from src.errors import USER_ERRORS
 from src.experiments.grid import retrain_command, train_cached
+from src.signals import exit_on_signals
 from src.training.run import train
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def job_overrides() -> list[str]:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    exit_on_signals()
     output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
     command = retrain_command(job_overrides())
     try:

@@ -19,6 +19,7 @@ LAYERS = {
     "src.models": 0,
     "src.tracking": 0,
     "src.files": 0,
+    "src.signals": 0,
     "src.plots": 0,
     "src.analysis": 0,
     "src.errors": 1,

@@ -346,6 +346,16 @@ INVALID = [
     ("dataset.resolution=5", "dataset.resolution: must divide 28"),
     ("trainer.max_epochs=0", "trainer.max_epochs: must be >= 1"),
     ("callbacks.divergence.factor=0.5", "callbacks.divergence.factor: must be > 1"),
+    # found missing by the reliability review: every float finite, optimizer values in range,
+    # a batch no larger than the training set
+    ("lr=inf", "optimizer.lr: must be finite"),
+    ("optimizer.momentum=1.0", "optimizer.momentum: must be < 1"),
+    ("optimizer.weight_decay=-0.1", "optimizer.weight_decay: must be >= 0"),
+    ("optimizer=adam optimizer.betas=[0.9,1.5]", "optimizer.betas[1]: must be < 1"),
+    ("optimizer=adam optimizer.betas=[-0.1,0.9]", "optimizer.betas[0]: must be >= 0"),
+    ("optimizer=adam optimizer.eps=0", "optimizer.eps: must be > 0"),
+    ("batch_size=100000", "batch_size: must be <= the training set size (200)"),
+    ("analysis=default analysis.sharpness.memory_share=2", "analysis.sharpness.memory_share"),
 ]
 
 
@@ -354,7 +364,7 @@ def test_invalid_values_raise_one_line_naming_the_key(
     compose_cfg, tmp_path, mlflow_uri, override, message
 ):
     with pytest.raises(ConfigValueError) as err:
-        train(compose_cfg(override, "logger=mlflow"), output_dir=tmp_path)
+        train(compose_cfg(*override.split(), "logger=mlflow"), output_dir=tmp_path)
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
     assert all_runs(mlflow_uri) == []  # no run was created, so none is left RUNNING

@@ -9,6 +9,7 @@ up to float rounding (tests/test_fast_paths.py).
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from src import tracking
 from src.config import (
@@ -31,6 +33,7 @@ from src.config import (
 from src.data import TensorData, load_dataset
 from src.errors import USER_ERRORS
 from src.models import MLP, initialize
+from src.signals import Terminated
 from src.training.batched import batch_key, batchable
 from src.training.callbacks import AnalysisCallback, RunFinisher, RunRecorder, finish_run
 from src.training.module import RegressionModule, log_history
@@ -193,7 +196,7 @@ def build_run(
 
 def _prepare(resolved: RunConfig, data: TensorData | None) -> TensorData:
     data = load_dataset(resolved["dataset"]) if data is None else data
-    check_model_fits_data(resolved, data.d_in, data.d_out)
+    check_model_fits_data(resolved, data.d_in, data.d_out, data.n_train)
     # A diverging net passes through denormal floats, which are ~100x slower on CPUs; flushing
     # them to zero changes no result at float32 precision.
     torch.set_flush_denormal(True)
@@ -228,9 +231,14 @@ def train(
         trainer = pl.Trainer(**resolved["trainer"], logger=logger or False, callbacks=callbacks)
         with matmul_precision(resolved["performance"]["tf32"]):
             trainer.fit(module)
-    except BaseException:
-        if logger is not None:
-            logger.finalize("failed")  # never leave a run marked RUNNING
+        if trainer.received_sigterm:  # Lightning noted a SIGTERM after its last check
+            raise Terminated(signal.SIGTERM)
+    except SIGTERMException:  # Lightning's own, a SystemExit with status 0: make it 143
+        terminated = Terminated(signal.SIGTERM)
+        tracking.end_run(logger, terminated)
+        raise terminated from None
+    except BaseException as err:
+        tracking.end_run(logger, err)  # never leave a run marked RUNNING
         raise
     finally:
         module.release()
@@ -257,7 +265,7 @@ def train_batched(
     data = _prepare(resolved[0], data)
     logger_cfg = resolved[0]["logger"]
     if logger_cfg["name"] == "mlflow":  # fail before training, as train() does
-        tracking.check_reachable(tracking.resolve_tracking_uri(logger_cfg["tracking_uri"]))
+        tracking.prepare_store(logger_cfg["tracking_uri"], logger_cfg["experiment_name"])
     n = len(resolved)
     runs = [
         build_run(r, data, out, cmd)
@@ -291,12 +299,10 @@ def _finish_member(run: RunParts, module: RegressionModule, tags: Mapping[str, A
         log_run_params(logger, run.record.resolved, run.model)
         log_history(logger, run.record)
         run.finish(logger, module.data)
-    except BaseException:
-        if logger is not None:
-            logger.finalize("failed")
+    except BaseException as err:
+        tracking.end_run(logger, err)
         raise
     finally:
         run.model.cpu()
-    if logger is not None:
-        logger.finalize("success")
+    tracking.end_run(logger, None)
     return run.result(logger)
