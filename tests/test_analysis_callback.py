@@ -22,6 +22,7 @@ def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri):
         "logger=mlflow",
         "dataset.resolution=7",
         "dataset.limit_train=64",
+        "batch_size=64",  # one full batch per step
         "depth=2",
         "lr=0.5",
         "trainer.max_epochs=4",
