@@ -47,8 +47,16 @@ def _get(cfg: Mapping, key: str, default: Any = ...) -> Any:
     return node
 
 
-def _number(cfg: Mapping, key: str, *, minimum=None, exclusive=False, integer=False):
-    value = _get(cfg, key)
+def _number(cfg: Mapping, key: str, **bounds):
+    """The number at `key`, checked by `_check_number`."""
+    return _check_number(key, _get(cfg, key), **bounds)
+
+
+def _check_number(
+    key: str, value: Any, *, minimum=None, exclusive=False, integer=False, below=None
+):
+    """`value` (reported as `key`) is a finite number, an integer if asked, >= (or >) `minimum`
+    and < `below` where given."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigValueError(key, "must be a number", value)
     if not math.isfinite(value):
@@ -60,17 +68,8 @@ def _number(cfg: Mapping, key: str, *, minimum=None, exclusive=False, integer=Fa
             raise ConfigValueError(key, f"must be > {minimum}", value)
         if not exclusive and not value >= minimum:
             raise ConfigValueError(key, f"must be >= {minimum}", value)
-    return value
-
-
-def _below(cfg: Mapping, key: str, limit: float, name: str | None = None) -> float:
-    """A number in [0, limit); errors name `name` (default: `key`)."""
-    try:
-        value = _number(cfg, key, minimum=0)
-    except ConfigValueError as err:
-        raise ConfigValueError(name or key, str(err).split(": ", 1)[1]) from None
-    if not value < limit:
-        raise ConfigValueError(name or key, f"must be < {limit:g}", value)
+    if below is not None and not value < below:
+        raise ConfigValueError(key, f"must be < {below:g}", value)
     return value
 
 
@@ -122,13 +121,13 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
     _number(cfg, "optimizer.lr", minimum=0, exclusive=True)
     _number(cfg, "optimizer.weight_decay", minimum=0)
     if optimizer == "sgd":
-        _below(cfg, "optimizer.momentum", 1.0)
+        _number(cfg, "optimizer.momentum", minimum=0, below=1.0)
     else:
         betas = _get(cfg, "optimizer.betas")
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
             raise ConfigValueError("optimizer.betas", "must be two numbers", betas)
         for i, beta in enumerate(betas):
-            _below({"beta": beta}, "beta", 1.0, name=f"optimizer.betas[{i}]")
+            _check_number(f"optimizer.betas[{i}]", beta, minimum=0, below=1.0)
         _number(cfg, "optimizer.eps", minimum=0, exclusive=True)
     _number(cfg, "batch_size", minimum=1, integer=True)
     _number(cfg, "seed", minimum=0, integer=True)
@@ -172,7 +171,7 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         if _get(cfg, "analysis.sharpness.chunk_size", None) not in (None, "auto"):
             _number(cfg, "analysis.sharpness.chunk_size", minimum=1, integer=True)
         share = _number(cfg, "analysis.sharpness.memory_share", minimum=0, exclusive=True)
-        if share > 1:
+        if share > 1:  # (0, 1]: the whole free memory is allowed, unlike `below`
             raise ConfigValueError("analysis.sharpness.memory_share", "must be <= 1", share)
         if _get(cfg, "analysis.gains.enabled", False):
             _number(cfg, "analysis.gains.restarts", minimum=1, integer=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import sqlite3
@@ -24,6 +25,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOCK_TIMEOUT_S = 120.0  # how long to wait for another process preparing the same store
@@ -130,11 +133,18 @@ _PREPARED: set[tuple[str, str | None]] = set()
 
 
 def prepare_store(uri: str, experiment_name: str | None = None) -> str:
-    """Make the store at `uri` ready for this process (see the module docstring); return the
-    absolute URI. Cheap after the first call for a (uri, experiment)."""
+    """Make the store at `uri` ready for this process (`open_store`); return the absolute URI.
+    Cheap after the first call for a (uri, experiment)."""
     uri = resolve_tracking_uri(uri)
-    if (uri, experiment_name) in _PREPARED:
-        return uri
+    if (uri, experiment_name) not in _PREPARED:
+        open_store(uri, experiment_name)
+        _PREPARED.add((uri, experiment_name))
+    return uri
+
+
+def open_store(uri: str, experiment_name: str | None = None) -> list[str]:
+    """Check the store at the absolute `uri`, create and migrate it under the lock, create the
+    experiment, and close stale runs (see the module docstring); return the closed runs' ids."""
     check_reachable(uri)
     check_writable(uri)
     import mlflow
@@ -145,12 +155,10 @@ def prepare_store(uri: str, experiment_name: str | None = None) -> str:
             client.search_experiments(max_results=1)  # creates and migrates the schema
             if experiment_name and client.get_experiment_by_name(experiment_name) is None:
                 client.create_experiment(experiment_name)
-            close_stale_runs(client)
+            return close_stale_runs(client)
         except mlflow.exceptions.MlflowException as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {first}") from err
-    _PREPARED.add((uri, experiment_name))
-    return uri
 
 
 def process_tags() -> dict[str, str]:
@@ -186,6 +194,7 @@ def close_stale_runs(client) -> list[str]:
         reason = f"process {tags['pid']} on {host} ended without closing the run"
         client.set_tag(run.info.run_id, "failure_reason", reason)
         client.set_terminated(run.info.run_id, "FAILED")
+        log.warning("MLflow run %s: %s; marked FAILED", run.info.run_id, reason)
         stale.append(run.info.run_id)
     return stale
 
@@ -259,14 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["close-stale"])
     parser.add_argument("--uri", default=None, help="default: $MLFLOW_TRACKING_URI or mlflow.db")
     args = parser.parse_args(argv)
+    uri = resolve_tracking_uri(args.uri)
     try:
-        uri = resolve_tracking_uri(args.uri)
-        check_reachable(uri)
-        check_writable(uri)
-        import mlflow
-
-        with store_lock(uri):
-            closed = close_stale_runs(mlflow.MlflowClient(tracking_uri=uri))
+        closed = open_store(uri)
     except TrackingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

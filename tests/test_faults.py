@@ -65,7 +65,9 @@ def wait_for_running_run(uri: str, proc: subprocess.Popen, timeout: float = 120)
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         if Path(uri[len("sqlite:///") :]).exists():
-            runs = [r for r in all_runs(uri) if r.info.status == "RUNNING"]
+            # read under the store's lock: this reader must not race the job's schema migration
+            with tracking.store_lock(uri):
+                runs = [r for r in all_runs(uri) if r.info.status == "RUNNING"]
             if runs and "train_loss" in runs[0].data.metrics:
                 return runs[0]
         time.sleep(0.5)

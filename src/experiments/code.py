@@ -83,7 +83,8 @@ def closure(entries: Iterable[str], root: Path = ROOT) -> list[Path]:
         parts = module.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
         todo.extend(imported_modules(path, root) - seen)
-    return sorted(p for p in map(lambda m: module_path(m, root), seen) if p is not None)
+    paths = (module_path(module, root) for module in seen)
+    return sorted(path for path in paths if path is not None)  # namespace packages: no file
 
 
 @functools.lru_cache(maxsize=1)

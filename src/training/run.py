@@ -31,7 +31,6 @@ from src.config import (
     validate,
 )
 from src.data import TensorData, load_dataset
-from src.errors import USER_ERRORS
 from src.models import MLP, initialize
 from src.signals import Terminated
 from src.training.batched import batch_key, batchable
@@ -42,8 +41,6 @@ from src.training.status import StoppingRule, stability_limit
 from src.training.steps import matmul_precision
 
 log = logging.getLogger(__name__)
-
-__all__ = ["USER_ERRORS", "TrainResult", "train", "train_batched"]
 
 
 @dataclass
