@@ -73,11 +73,14 @@ def batching_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def grid_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """run_grid's launcher and batching arguments from params.yaml's `compute` section."""
+    """run_grid's launcher, worker and batching arguments from params.yaml's `compute` section
+    (`workers`: how many single-thread processes `launcher: processes` trains in)."""
     launcher, launcher_overrides = launcher_settings(params)
+    compute = params.get("compute", {}) or {}
     return {
         "launcher": launcher,
         "launcher_overrides": launcher_overrides,
+        "workers": int(compute.get("workers", 2)),
         **batching_settings(params),
     }
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipelines.common import (
-    batching_settings,
+    grid_settings,
     load_params,
     profile_settings,
     stage_main,
@@ -40,7 +40,7 @@ def run(params_path: str, root: str) -> None:
         {"init": settings["inits"]},
         results_dir=out / "runs",
         output_root=Path(root) / "outputs" / "pipeline" / STAGE,
-        **batching_settings(params),
+        **grid_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
     rows, summary = [], {}

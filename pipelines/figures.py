@@ -27,13 +27,16 @@ def run(root: str) -> list[Path]:
     results, out = root / "results", root / "figures"
     identity = read_csv(results / "grid_identity" / "grid.csv")
     he = read_csv(results / "grid_he" / "grid.csv")
+    # one colour scale for both inits: Fig. 4a and 5a are compared tile by tile
     limits = figures.sharpness_limits(identity, he)
+    ratio_span = figures.loss_ratio_span(identity, he)
     paths = [
         figures.sharpness_heatmap(
             identity,
             out / "fig4a_sharpness_identity.png",
             "identity init: sharpness of the minimum reached",
             limits,
+            ratio_span,
         ),
         figures.flattest_vs_depth(
             identity,
@@ -46,7 +49,11 @@ def run(root: str) -> list[Path]:
             r"identity init: $\lambda_{\max}$ vs the limit $2/\eta$",
         ),
         figures.sharpness_heatmap(
-            he, out / "fig5a_sharpness_he.png", "He init: sharpness of the minimum reached", limits
+            he,
+            out / "fig5a_sharpness_he.png",
+            "He init: sharpness of the minimum reached",
+            limits,
+            ratio_span,
         ),
         figures.training_curves(
             read_csv(results / "curves" / "curves.csv"),

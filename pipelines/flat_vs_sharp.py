@@ -4,13 +4,21 @@
 
 Trains each method over the seeds (sharpness and gain profiles measured by the analysis
 callback), then measures on the saved weights the loss along the line between every (SGD, Adam)
-pair and along each minimum's top Hessian eigenvector. Writes under results/flat_vs_sharp/:
+pair and along each minimum's top Hessian eigenvector. Only runs that reached a minimum
+(status `converged`) enter Table S1's statistics and the pairs; the others are listed with
+their status and reason, never dropped. Writes under results/flat_vs_sharp/:
   runs/<key>.json        one result per training run
-  table_s1.json          mean and std over seeds per method, beside the paper's numbers
-  gains.json             per-run gain profiles (Fig. 6)
+  table_s1.json          per method: mean and std over converged runs, their per-seed values,
+                         the count of converged runs and the statuses of the others, beside the
+                         paper's numbers
+  gains.json             per-run gain profiles (Fig. 6), each with its run's status
+  gains_by_radius.json   per converged run: the gain search at several input radii, and the
+                         radius-free gains at the training inputs themselves
   cross_sections.npz     line, close-up and eigenvector cross-sections (Fig. 7)
-  pairs.csv              per pair: curvature along the line at each end vs each lambda_max
-  summary.json           the numbers the report checks (dvc metrics)
+  pairs.csv              per (converged, converged) pair: curvature along the line at each end
+                         vs each lambda_max
+  summary.json           the numbers the report checks (dvc metrics), and the pairs skipped
+                         because a run of the pair is not a minimum
 """
 
 from __future__ import annotations
@@ -23,22 +31,29 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.common import (
-    batching_settings,
+    grid_settings,
     load_params,
     profile_settings,
     stage_main,
     training_overrides,
 )
 from src.analysis.cross_sections import loss_along_direction, loss_along_line
+from src.analysis.gains import gain_profile
 from src.analysis.hessian import hessian_vector_product
 from src.analysis.landscape import flat_parameters
 from src.data import load_dataset
 from src.experiments.grid import compose_config, run_grid
 from src.experiments.store import prune_results
 from src.models import MLP
-from src.paper.tables import write_csv, write_json
+from src.paper.tables import CONVERGED, dead_fraction_max, write_csv, write_json
 
 STAGE = "flat_vs_sharp"
+TABLE_FIELDS = ("final_train_loss", "final_val_loss", "lambda_max")
+# Gain search at several radii (issue 11 item 5): factors of the mean training-input norm, with
+# a cheaper search than the main one (defaults when params.yaml leaves them out).
+DEFAULT_GAIN_RADII = (0.5, 1.0, 2.0)
+DEFAULT_GAIN_RADIUS_RESTARTS = 20
+DEFAULT_GAIN_RADIUS_STEPS = 100
 # Table S1 of the paper (6 layers, full MNIST): mean, std over 4 seeds.
 PAPER_TABLE_S1 = {
     "sgd": {
@@ -65,32 +80,111 @@ def train_methods(params: dict, settings: dict, root: Path) -> dict[str, list[di
             results_dir=out / "runs",
             output_root=root / "outputs" / "pipeline" / STAGE,
             require_files=("checkpoint_path", "analysis.eigenvector_path"),
-            **batching_settings(params),
+            **grid_settings(params),
         )
     prune_results(out / "runs", [r["key"] for results in runs.values() for r in results])
     return runs
 
 
+def run_entry(result: dict) -> dict:
+    """What Table S1 needs of one run: its numbers and why it is (not) a minimum."""
+    analysis = result.get("analysis") or {}
+    return {
+        "seed": int(result["config"]["seed"]),
+        "status": result["status"],
+        "reason": result.get("reason"),
+        "epochs": result.get("epochs"),
+        "final_train_loss": _number(result.get("final_train_loss")),
+        "final_val_loss": _number(result.get("final_val_loss")),
+        "lambda_max": _number(analysis.get("lambda_max")),
+        "affine_baseline_loss": _number(result.get("affine_baseline_loss")),
+        "loss_vs_affine": _number(result.get("loss_vs_affine")),
+        "dead_fraction_max": dead_fraction_max(result.get("dead_units")),
+        "key": result.get("key"),
+    }
+
+
+def _number(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def mean_std(values: list[float]) -> dict:
+    """Mean and sample std (ddof 1, as the paper's "mean ± std" over 4 seeds)."""
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()) if len(array) else None,
+        "std": float(array.std(ddof=1)) if len(array) > 1 else None,
+    }
+
+
 def table_s1(runs: dict[str, list[dict]]) -> dict:
+    """Table S1 from converged runs only (issue 11 item 4): per method the mean ± std over the
+    runs that reached a minimum, their per-seed values, and every other run listed with its
+    status and reason (a plateau or an unstable run is not a minimum, so its lambda_max says
+    nothing about the minima the paper compares). The paper's numbers sit beside ours."""
     table = {}
     for method, results in runs.items():
-        row = {"seeds": len(results), "statuses": [r["status"] for r in results]}
-        for field in ("final_train_loss", "final_val_loss", "lambda_max"):
-            values = [
-                (r.get("analysis") or {}).get("lambda_max") if field == "lambda_max" else r[field]
-                for r in results
-            ]
-            values = np.array([v for v in values if v is not None], dtype=float)
+        entries = [run_entry(r) for r in results]
+        used = [e for e in entries if e["status"] == CONVERGED]
+        row = {
+            "seeds": len(entries),
+            "converged": len(used),
+            "converged_seeds": [e["seed"] for e in used],
+            "statuses": [e["status"] for e in entries],
+            "not_converged": [
+                {"seed": e["seed"], "status": e["status"], "reason": e["reason"]}
+                for e in entries
+                if e["status"] != CONVERGED
+            ],
+            "runs": entries,
+        }
+        for field in TABLE_FIELDS:
+            pairs = [(e["seed"], e[field]) for e in used if e[field] is not None]
             row[field] = {
-                "mean": float(values.mean()) if len(values) else None,
-                "std": float(values.std(ddof=1)) if len(values) > 1 else None,
-                "values": values.tolist(),
+                **mean_std([v for _, v in pairs]),
+                "values": [v for _, v in pairs],
+                "seeds": [seed for seed, _ in pairs],
             }
             if method in PAPER_TABLE_S1:
                 mean, std = PAPER_TABLE_S1[method][field]
                 row[field]["paper"] = {"mean": mean, "std": std}
         table[method] = row
     return table
+
+
+def converged_runs(results: list[dict]) -> list[dict]:
+    return [r for r in results if r["status"] == CONVERGED]
+
+
+def pair_plan(
+    runs: dict[str, list[dict]], flat: str, sharp: str
+) -> tuple[list[tuple[int, int]], list[dict]]:
+    """Which (flat, sharp) pairs to compare along their connecting line (Fig. 7, claim 7):
+    only pairs of two minima (Lemma 2 speaks about minima). Returns the index pairs into the
+    converged runs of each method, and every other pair with the reason it was skipped."""
+    conv = {m: converged_runs(runs[m]) for m in (flat, sharp)}
+    compared = [(i, j) for i in range(len(conv[flat])) for j in range(len(conv[sharp]))]
+    skipped = []
+    for run_f in runs[flat]:
+        for run_s in runs[sharp]:
+            if run_f["status"] == CONVERGED and run_s["status"] == CONVERGED:
+                continue
+            why = [
+                f"{m} seed {r['config']['seed']}: {r['status']} ({r.get('reason') or 'n/a'})"
+                for m, r in ((flat, run_f), (sharp, run_s))
+                if r["status"] != CONVERGED
+            ]
+            skipped.append(
+                {
+                    f"{flat}_seed": run_f["config"]["seed"],
+                    f"{sharp}_seed": run_s["config"]["seed"],
+                    "reason": "; ".join(why),
+                }
+            )
+    return compared, skipped
 
 
 def load_model(result: dict) -> MLP:
@@ -115,7 +209,9 @@ def cross_sections(
 ) -> tuple[dict, list[dict]]:
     """Fig. 7 data: the interpolation line between each (flat, sharp) pair, and each minimum's
     sharpest direction. Along the line, the curvature each end shows is alpha^T H alpha with
-    alpha the unit line direction (exact, one Hessian-vector product), next to its lambda_max."""
+    alpha the unit line direction (exact, one Hessian-vector product), next to its lambda_max.
+    Only converged runs take part (`pair_plan`); the caller checks each method has one."""
+    runs = {m: converged_runs(runs[m]) for m in (flat, sharp)}
     x, y = data.train_inputs, data.train_targets
     chunk = settings.get("chunk_size")
     models = {m: [load_model(r) for r in runs[m]] for m in (flat, sharp)}
@@ -198,6 +294,90 @@ def cross_sections(
     return arrays, pairs
 
 
+def training_input_gains(model: MLP, inputs: torch.Tensor, chunk: int = 4096) -> dict:
+    """Radius-free gains: per layer k, the largest and the median ||h_k(x)|| / ||x|| over the
+    training inputs themselves. The gain search of Fig. 6 maximizes over a sphere whose radius
+    we chose (biased nets have no scale-free gain); this one needs no radius, and shows how
+    the nets amplify the signals they were trained on."""
+    ratios = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), chunk):
+            x = inputs[start : start + chunk]
+            norms = x.norm(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
+            outs = model.layer_outputs(x)
+            ratios.append(torch.stack([h.flatten(1).norm(dim=1) / norms for h in outs]))
+    per_layer = torch.cat(ratios, dim=1).double()
+    return {
+        "max_gain": per_layer.amax(dim=1).tolist(),
+        "median_gain": per_layer.median(dim=1).values.tolist(),
+    }
+
+
+def gains_by_radius(runs: dict[str, list[dict]], settings: dict, data) -> dict:
+    """The gain comparison of Fig. 6 at several input radii (issue 11 item 5).
+
+    The main gain search (analysis callback) runs on the sphere ||x|| = mean training-input
+    norm; with biases the gain depends on that choice. Here each converged run's search is
+    repeated at `gain_radii` x that norm (cheaper: `gain_radius_restarts` restarts and
+    `gain_radius_steps` steps), and the radius-free training-input gains are added beside.
+    Runs that are not minima are listed, not measured."""
+    inputs = data.train_inputs
+    mean_norm = float(inputs.norm(dim=1).mean())
+    factors = [float(f) for f in settings.get("gain_radii", DEFAULT_GAIN_RADII)]
+    restarts = int(settings.get("gain_radius_restarts", DEFAULT_GAIN_RADIUS_RESTARTS))
+    steps = int(settings.get("gain_radius_steps", DEFAULT_GAIN_RADIUS_STEPS))
+    out: dict = {
+        "mean_input_norm": mean_norm,
+        "radius_factors": factors,
+        "restarts": restarts,
+        "steps": steps,
+        "runs": {},
+        "skipped": [],
+    }
+    for method, results in runs.items():
+        out["runs"][method] = []
+        for result in results:
+            seed = int(result["config"]["seed"])
+            if result["status"] != CONVERGED:
+                out["skipped"].append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "status": result["status"],
+                        "reason": result.get("reason"),
+                    }
+                )
+                continue
+            model = load_model(result)
+            by_radius = []
+            for factor in factors:
+                profile = gain_profile(
+                    model,
+                    input_dim=inputs.shape[1],
+                    restarts=restarts,
+                    steps=steps,
+                    input_norm=factor * mean_norm,
+                    seed=seed,
+                )
+                by_radius.append(
+                    {
+                        "factor": factor,
+                        "input_norm": factor * mean_norm,
+                        "max_gain": list(profile.max_gain),
+                        "maximal_input_gains": list(profile.maximal_input_gains),
+                    }
+                )
+            out["runs"][method].append(
+                {
+                    "seed": seed,
+                    "status": result["status"],
+                    "by_radius": by_radius,
+                    "training_inputs": training_input_gains(model, inputs),
+                }
+            )
+    return out
+
+
 def run(params_path: str, root: str) -> None:
     params = load_params(params_path)
     settings = profile_settings(params, STAGE)
@@ -211,27 +391,31 @@ def run(params_path: str, root: str) -> None:
         out / "gains.json",
         {
             m: [
-                {"seed": r["config"]["seed"], **r["analysis"]["gains"]}
+                {
+                    "seed": r["config"]["seed"],
+                    "status": r["status"],
+                    "reason": r.get("reason"),
+                    **r["analysis"]["gains"],
+                }
                 for r in runs[m]
-                if "gains" in r.get("analysis", {})
+                if "gains" in (r.get("analysis") or {})
             ]
             for m in runs
         },
     )
-    ok = all(
-        r["status"] != "diverged" and r.get("analysis", {}).get("lambda_max")
-        for rs in runs.values()
-        for r in rs
-    )
+    cfg = compose_config(training_overrides(params, STAGE, settings))
+    data = load_dataset(cfg.dataset)
+    write_json(out / "gains_by_radius.json", gains_by_radius(runs, settings, data))
+    compared, skipped = pair_plan(runs, flat, sharp)
     summary = {
         "table_s1": {
-            m: {k: v["mean"] for k, v in row.items() if isinstance(v, dict)}
+            m: {k: v["mean"] for k, v in row.items() if k in TABLE_FIELDS}
             for m, row in table.items()
-        }
+        },
+        "converged": {m: row["converged"] for m, row in table.items()},
+        "pairs_skipped": skipped,
     }
-    if ok:
-        cfg = compose_config(training_overrides(params, STAGE, settings))
-        data = load_dataset(cfg.dataset)
+    if compared:
         arrays, pairs = cross_sections(runs, settings, data, flat, sharp)
         np.savez_compressed(out / "cross_sections.npz", **arrays)
         write_csv(out / "pairs.csv", pairs)
@@ -240,7 +424,8 @@ def run(params_path: str, root: str) -> None:
             sum(p["flat_looks_sharper_on_line"] for p in pairs)
         )
     else:
-        # Keep the fixed outputs present; the report states that the comparison could not be made.
+        # Keep the fixed outputs present; the report states that the comparison could not be
+        # made (a method without a converged run) and lists the skipped pairs.
         np.savez_compressed(out / "cross_sections.npz", unavailable=np.array(True))
         write_csv(out / "pairs.csv", [], ["unavailable"])
         summary["pairs"] = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pipelines.common import (
-    batching_settings,
+    grid_settings,
     load_params,
     profile_settings,
     stage_main,
@@ -52,7 +52,7 @@ def run(params_path: str, root: str) -> None:
         results_dir=out / "runs",
         output_root=Path(root) / "outputs" / "pipeline" / STAGE,
         require_files=("checkpoint_path",),
-        **batching_settings(params),
+        **grid_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
     rows = []

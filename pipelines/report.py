@@ -1,17 +1,22 @@
 """DVC stage `report`: reports/REPORT.md and reports/claims.json from the saved results, and one
 MLflow summary run holding the figures and the report.
 
+Reads the grids, Table S1 with its run statuses, the gain profiles (also at other input radii:
+gains_by_radius.json), the pairs of minima, and the bisection of the stability boundary
+(results/boundary/boundary.json, when that stage has run).
+
     python -m pipelines.report [--params params.yaml] [--root .]
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 from pipelines.common import load_params, profile_settings, stage_main
 from src import tracking
-from src.paper.report import check_claims, render_report
+from src.paper.report import boundary_depths, check_claims, render_report
 from src.paper.tables import load_json, read_csv, write_json
 
 FIGURES = [
@@ -32,6 +37,29 @@ FIGURES = [
 ]
 
 
+def load_optional(path: Path):
+    """A result another stage may not have written (e.g. the bisection in an old checkout)."""
+    return load_json(path) if path.exists() else None
+
+
+def stage_rows(table: dict, boundary: dict | None, identity: list, he: list) -> dict:
+    """(status, reason) of every run per stage, for the report's status table."""
+    stages = {
+        "grid_identity": identity,
+        "grid_he": he,
+        "flat_vs_sharp": [
+            run for row in table.values() if isinstance(row, dict) for run in row.get("runs", [])
+        ],
+    }
+    if boundary:
+        stages["boundary (probes)"] = [
+            probe
+            for entry in boundary_depths(boundary).values()
+            for probe in entry.get("probes", [])
+        ]
+    return stages
+
+
 def run(params_path: str, root: str) -> Path:
     params = load_params(params_path)
     profile = params["profile"]
@@ -42,13 +70,17 @@ def run(params_path: str, root: str) -> Path:
     pairs_path = results / "flat_vs_sharp" / "pairs.csv"
     pairs = [p for p in read_csv(pairs_path) if "flat_looks_sharper_on_line" in p]
     table = load_json(results / "flat_vs_sharp" / "table_s1.json")
+    flat_summary = load_optional(results / "flat_vs_sharp" / "summary.json") or {}
+    boundary = load_optional(results / "boundary" / "boundary.json")
     claims = check_claims(
         identity,
         he,
-        profile_settings(params, "grid_identity")["lrs"],
         table,
         load_json(results / "flat_vs_sharp" / "gains.json"),
         pairs,
+        boundary=boundary,
+        gains_radius=load_optional(results / "flat_vs_sharp" / "gains_by_radius.json"),
+        skipped_pairs=flat_summary.get("pairs_skipped", []),
     )
     theory_metrics = results / "theory" / "metrics.json"
     text = render_report(
@@ -60,17 +92,21 @@ def run(params_path: str, root: str) -> Path:
         {name: load_json(results / name / "summary.json") for name in ("grid_identity", "grid_he")},
         load_json(results / "linear_check" / "summary.json"),
         load_json(theory_metrics) if theory_metrics.exists() else None,
+        stage_rows=stage_rows(table, boundary, identity, he),
+        boundary=boundary,
     )
     reports.mkdir(parents=True, exist_ok=True)
     report_path = reports / "REPORT.md"
     report_path.write_text(text)
-    claims_metrics = {c.name: {"holds": c.holds, "verdict": c.verdict} for c in claims}
+    verdicts = Counter(c.verdict for c in claims)
     write_json(
         reports / "claims.json",
         {
             "profile": profile,
-            "claims_holding": sum(c.holds is True for c in claims),
-            "claims": claims_metrics,
+            "claims_holding": verdicts["holds"],
+            "claims_not_holding": verdicts["does not hold"],
+            "claims_undecided": verdicts["undecided"],
+            "claims": {c.name: c.to_dict() for c in claims},
         },
     )
     log_summary_run(params, root, report_path, [c.to_dict() for c in claims])

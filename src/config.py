@@ -154,12 +154,19 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         raise ConfigValueError(
             "performance.tf32", "must be true or false", _get(cfg, "performance.tf32")
         )
+    _number(cfg, "callbacks.convergence.window", minimum=1, integer=True)
     _number(cfg, "callbacks.convergence.tol", minimum=0, exclusive=True)
-    _number(cfg, "callbacks.convergence.patience", minimum=1, integer=True)
+    _number(cfg, "callbacks.convergence.grad_tol", minimum=0, exclusive=True)
+    _number(cfg, "callbacks.convergence.min_epochs", minimum=1, integer=True)
+    if _get(cfg, "callbacks.convergence.affine_margin", None) is not None:
+        _number(cfg, "callbacks.convergence.affine_margin", minimum=0)
+    if not isinstance(_get(cfg, "callbacks.convergence.stop_above_affine", False), bool):
+        raise ConfigValueError(
+            "callbacks.convergence.stop_above_affine", "must be true or false",
+            _get(cfg, "callbacks.convergence.stop_above_affine"),
+        )  # fmt: skip
     _number(cfg, "callbacks.divergence.factor", minimum=1, exclusive=True)
     _number(cfg, "callbacks.log_every_n_epochs", minimum=1, integer=True)
-    if _get(cfg, "callbacks.convergence.max_loss_ratio", None) is not None:
-        _number(cfg, "callbacks.convergence.max_loss_ratio", minimum=0, exclusive=True)
 
     if _get(cfg, "analysis.enabled", False):
         _choice(cfg, "analysis.sharpness.method", _METHODS)

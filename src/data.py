@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +37,9 @@ class TensorData:
     val_targets: torch.Tensor
     noise_std: float | None = None  # None: not a denoising problem
     teacher: torch.Tensor | None = None  # synthetic regression: the T of y = T x + noise
+    # Values computed once per data set (e.g. the affine baseline), shared by every run of a
+    # grid that trains on this object; not carried over by `to`.
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def d_in(self) -> int:
@@ -63,6 +66,36 @@ class TensorData:
             noise_std=self.noise_std,
             teacher=move(self.teacher),
         )
+
+
+def affine_baseline_loss(inputs: torch.Tensor, targets: torch.Tensor, bias: bool = True) -> float:
+    """Training loss (mean squared error, as F.mse_loss) of the best affine map of the inputs
+    to the targets: closed-form least squares on the inputs plus a bias column, in float64.
+
+    The reference that separates a learned denoiser from a trivial one (issue 11): a ReLU net
+    whose training loss is not below it has found no more than a linear filter does. With
+    `bias=False` it is the best linear map, the global minimum of a bias-free deep linear net.
+    """
+    x, y = inputs.detach().double().cpu(), targets.detach().double().cpu()
+    if bias:
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    # gelsd (SVD based) on the CPU: exact for rank-deficient inputs (e.g. constant pixels).
+    solution = torch.linalg.lstsq(x, y, driver="gelsd").solution
+    return float(((x @ solution - y) ** 2).mean())
+
+
+def reference_losses(data: TensorData, bias: bool = True) -> dict[str, float]:
+    """The training losses a net must beat: predicting the mean target (`baseline_loss`) and
+    the best affine map (`affine_baseline_loss`, `bias=False`: linear); computed once per data
+    set object."""
+    key = ("reference_losses", bias)
+    if key not in data.cache:
+        targets = data.train_targets.detach().double()
+        data.cache[key] = {
+            "baseline_loss": float(((targets - targets.mean(0)) ** 2).mean()),
+            "affine_baseline_loss": affine_baseline_loss(data.train_inputs, targets, bias),
+        }
+    return data.cache[key]
 
 
 def _denoising(name: str, train_clean, val_clean, noise_std: float, seed: int) -> TensorData:

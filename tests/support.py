@@ -30,7 +30,7 @@ CONVERGING_LINEAR_RUN = (
     "batch_size=200",  # full-batch GD on the 200 examples FAST keeps
     "trainer.max_epochs=500",
     "callbacks.convergence.tol=1e-5",
-    "callbacks.convergence.patience=3",
+    "callbacks.convergence.window=3",
 )
 
 

@@ -173,7 +173,7 @@ def test_members_of_a_batch_wait_on_the_host(compose_cfg, tmp_path):
     cfgs = [compose_cfg(*TINY, "trainer.max_epochs=1", f"seed={s}") for s in (0, 1)]
     data = load_dataset(validate(cfgs[0])["dataset"])
     results = train_batched(cfgs, [tmp_path / "a", tmp_path / "b"], data=data)
-    assert [r.status for r in results] == ["not_converged"] * 2
+    assert [r.status for r in results] == ["budget_exhausted"] * 2
     saved = torch.load(tmp_path / "a" / "model.pt", weights_only=False)["state_dict"]
     assert all(t.device.type == "cpu" for t in saved.values())
 

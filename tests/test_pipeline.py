@@ -45,6 +45,7 @@ FIGURES = [
     "fig5b_training_curves",
     "fig6_gains",
     "fig7_cross_sections",
+    "fig4d_lr_max_boundary",
     "linear_check",
 ]
 METRICS = [
@@ -53,6 +54,7 @@ METRICS = [
     "results/curves/summary.json",
     "results/flat_vs_sharp/summary.json",
     "results/linear_check/summary.json",
+    "results/boundary/boundary.json",
     "results/theory/metrics.json",
     "reports/claims.json",
 ]
@@ -118,6 +120,7 @@ def test_every_stage_runs_and_writes_its_outputs(project):
         "theory",
         "grid_identity",
         "grid_he",
+        "boundary",
         "curves",
         "flat_vs_sharp",
         "linear_check",

@@ -1,10 +1,18 @@
-"""Report logic on fixed inputs: claims that hold, do not hold, or cannot be decided."""
+"""Report logic on fixed inputs: each claim's holds / does-not-hold / undecided paths, Table S1
+from converged runs only, and the rendered report stating statuses, tests and thresholds."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import math
 
+import pytest
+import torch
+
+from pipelines.flat_vs_sharp import pair_plan, table_s1, training_input_gains
+from src.models import MLP
 from src.paper.report import (
+    Claim,
     check_claims,
     claim_adam_sharper,
     claim_flat_gains_balanced,
@@ -13,131 +21,404 @@ from src.paper.report import (
     claim_interpolation_misleads,
     claim_larger_steps_flatter,
     claim_lr_max_one_over_m,
+    paper_ratio_interval,
     render_report,
+    smallest_exact_mwu_p,
 )
-from src.paper.tables import grid_rows, summarize_grid
+from src.paper.tables import GRID_COLUMNS, grid_rows, summarize_grid
+from src.training.status import STATUSES
 
-LRS = [0.5, 1.0, 2.0, 4.0, 8.0]
+LRS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+DEPTHS = (2, 4, 6, 8)
 
 
-def row(depth, lr, lam, status="converged"):
+def row(depth, lr, lam, status="converged", reason=None, seed=0):
     return {
         "depth": depth,
         "lr": lr,
+        "seed": seed,
         "status": status,
-        "lambda_max": lam if status == "converged" else None,
+        "reason": reason,
+        "lambda_max": lam,
     }
 
 
 def paper_like_grid(scale=1.0):
-    """lambda_max falls with lr, lr_max = 8/m, flattest lambda grows linearly in m."""
-    rows = []
-    for depth in (2, 4, 8):
-        for lr in LRS:
-            converged = lr <= 8.0 / depth
-            rows.append(
-                row(depth, lr, scale * depth / lr, "converged" if converged else "diverged")
-            )
-    return rows
+    """lambda_max = m / lr (falls with lr), stable up to lr_max = 16 / m; above it unstable
+    (a measured but non-minimum lambda_max, which must not count)."""
+    return [
+        row(d, lr, scale * d / lr)
+        if lr <= 16.0 / d
+        else row(d, lr, 0.01, "unstable", "lr_lambda_above_limit")
+        for d in DEPTHS
+        for lr in LRS
+    ]
 
 
-def test_paper_like_grid_supports_all_grid_claims():
-    rows = paper_like_grid()
-    assert claim_larger_steps_flatter(rows).holds is True
-    lr_claim = claim_lr_max_one_over_m(rows, LRS)
-    assert lr_claim.holds is True
-    assert lr_claim.numbers["fit"]["exponent"] == pytest.approx(-1.0)
-    flat = claim_flattest_linear_in_m(rows)
-    # flattest at each depth: lambda = m / (8 / m) = m^2 / 8 -> increasing; R^2 of a line on m^2
-    assert flat.numbers["fit"]["slope"] > 0
+def boundary(states=None, fit=None, shape="dict"):
+    entries = [
+        {
+            "depth": d,
+            "lr_max": 16.0 / d,
+            "bracket": [16.0 / d, 16.0 / d * 2**0.25],
+            "state": (states or {}).get(d, "bracketed"),
+            "probes": [{"lr": 20.0 / d, "status": "diverged", "reason": "non_finite_loss"}],
+        }
+        for d in DEPTHS
+    ]
+    depths = entries if shape == "list" else {str(e["depth"]): e for e in entries}
+    out = {"depths": depths}
+    if fit is not None:
+        out["fit"] = fit
+    return out
 
 
-def test_claims_that_do_not_hold_are_reported_as_such():
-    # sharpness grows with the step size; every step size converges at every depth (capped grid)
-    rows = [row(d, lr, d * lr) for d in (2, 4, 8) for lr in LRS]
-    steps = claim_larger_steps_flatter(rows)
-    assert steps.holds is False and "negative at 0 of 3 depths" in steps.evidence
-    capped = claim_lr_max_one_over_m(rows, LRS)
-    assert capped.holds is False
-    assert capped.numbers["capped_depths"] == [2, 4, 8]
-    # flattest sharpness falling with depth
-    falling = [row(d, 1.0, 10.0 / d) for d in (2, 4, 8)]
-    assert claim_flattest_linear_in_m(falling).holds is False
+# --- claim 1 ---------------------------------------------------------------------------------
 
 
-def test_undecided_when_data_is_missing():
-    rows = [row(2, 1.0, 1.0), row(2, 2.0, 0.5, "diverged")]
+def test_larger_steps_flatter_three_ways():
+    claim = claim_larger_steps_flatter(paper_like_grid())
+    assert claim.holds is True and claim.reason is None
+    # depth 2: 6 step sizes perfectly ordered -> exact one-sided p = 1/6!
+    assert claim.uncertainty["per_depth"][2]["p_less"] == pytest.approx(1 / math.factorial(6))
+    assert claim.uncertainty["per_depth"][8]["rho"] == pytest.approx(-1.0)
+
+    rising = [row(d, lr, d * lr) for d in DEPTHS for lr in LRS]
+    assert claim_larger_steps_flatter(rising).holds is False
+
+    three_lrs = [row(d, lr, d / lr) for d in DEPTHS for lr in (1.0, 2.0, 4.0)]
+    undecided = claim_larger_steps_flatter(three_lrs)
+    assert undecided.holds is None and "converged step sizes" in undecided.reason
+
+
+def test_larger_steps_flatter_ignores_non_minima():
+    """A plateau's lambda_max is measured but must not enter the statistic."""
+    rows = [row(d, lr, d / lr) for d in DEPTHS for lr in (1.0, 2.0, 4.0)]
+    rows += [row(d, 8.0, 100.0, "plateau", "stationary_above_affine") for d in DEPTHS]
     assert claim_larger_steps_flatter(rows).holds is None
-    assert claim_lr_max_one_over_m(rows, LRS).holds is None
-    assert claim_flattest_linear_in_m(rows).holds is None
-    assert claim_interpolation_misleads([]).holds is None
-    assert claim_interpolation_misleads([]).verdict == "undecided"
 
 
-def test_he_versus_identity():
-    identity = paper_like_grid()
-    he_sharper = [
-        dict(r, lambda_max=r["lambda_max"] * 3 if r["lambda_max"] else None) for r in identity
-    ]
-    he_sharper[0] = dict(he_sharper[0], status="diverged", lambda_max=None)  # fewer converge
-    assert claim_he_sharper(identity, he_sharper).holds is True
-    he_flatter = [
-        dict(r, lambda_max=r["lambda_max"] / 3 if r["lambda_max"] else None) for r in identity
-    ]
-    assert claim_he_sharper(identity, he_flatter).holds is False
+# --- claim 2 ---------------------------------------------------------------------------------
 
 
-def test_table_gains_and_pairs_claims():
-    table = {"sgd": {"lambda_max": {"mean": 1.76}}, "adam": {"lambda_max": {"mean": 12.9}}}
-    adam = claim_adam_sharper(table)
-    assert adam.holds is True and adam.numbers["ratio"] == pytest.approx(12.9 / 1.76)
-    table["adam"]["lambda_max"]["mean"] = 2.0
-    assert claim_adam_sharper(table).holds is False
-
-    balanced = {"max_gain": [1.0, 1.1, 1.2, 1.0], "maximal_input_gains": [1, 1, 1, 1]}
-    wild = {"max_gain": [5.0, 9.0, 3.0, 1.0], "maximal_input_gains": [1, 1, 1, 1]}
-    assert claim_flat_gains_balanced({"sgd": [balanced], "adam": [wild]}).holds is True
-    assert claim_flat_gains_balanced({"sgd": [wild], "adam": [balanced]}).holds is False
-
-    pairs = [{"flat_looks_sharper_on_line": v} for v in (True, True, True, False)]
-    claim = claim_interpolation_misleads(pairs)
-    assert claim.holds is True and "3 of 4" in claim.evidence
-    assert claim_interpolation_misleads([{"flat_looks_sharper_on_line": False}] * 3).holds is False
+def test_lr_max_from_bisection_three_ways():
+    exact = claim_lr_max_one_over_m(boundary())  # own t-interval: exactly 1/m
+    assert exact.holds is True
+    assert exact.uncertainty["exponent"] == pytest.approx(-1.0)
+    assert claim_lr_max_one_over_m(boundary(fit={"exponent": -1.1, "ci95": [-1.3, -0.9]})).holds
+    wide = claim_lr_max_one_over_m(boundary(fit={"exponent": -0.6, "ci95": [-1.5, 0.3]}))
+    assert wide.holds is None and "both -1 and 0" in wide.reason
+    shallow = claim_lr_max_one_over_m(boundary(fit={"exponent": -0.5, "ci95": [-0.6, -0.4]}))
+    assert shallow.holds is False
+    # the interval that includes the brackets' width wins over the plain one
+    both = boundary(fit={"exponent": -1, "ci95": [-0.6, -0.4], "ci95_with_bracket": [-1.2, -0.3]})
+    assert claim_lr_max_one_over_m(both).holds is True
+    assert claim_lr_max_one_over_m(boundary(shape="list")).holds is True
 
 
-def test_render_report_lists_every_claim_with_its_verdict():
-    identity = paper_like_grid()
-    table = {
-        "sgd": {
-            "seeds": 4,
+def test_lr_max_undecided_when_not_bracketed_or_absent():
+    claim = claim_lr_max_one_over_m(boundary(states={4: "open_above"}))
+    assert claim.holds is None and "not bracketed" in claim.reason and "4" in claim.reason
+    absent = claim_lr_max_one_over_m(None)
+    assert absent.holds is None and "boundary.json" in absent.reason
+
+
+# --- claim 3 ---------------------------------------------------------------------------------
+
+
+def test_flattest_linear_in_m_three_ways():
+    linear = [row(d, 1.0, 0.5 * d) for d in DEPTHS]
+    linear += [row(d, 2.0, 0.01, "plateau", "stationary_above_affine") for d in DEPTHS]
+    claim = claim_flattest_linear_in_m(linear, boundary())
+    assert claim.holds is True
+    assert claim.uncertainty["slope"]["slope"] == pytest.approx(0.5)
+    assert claim.uncertainty["exponent"]["slope"] == pytest.approx(1.0)
+    # flattest vs the stability value 2 / lr_max (lr_max = 16/m): 0.5 m / (m / 8) = 4
+    assert claim.numbers["vs_stability_limit"][4]["ratio"] == pytest.approx(4.0)
+
+    falling = [row(d, 1.0, 10.0 - d) for d in DEPTHS]
+    assert claim_flattest_linear_in_m(falling).holds is False
+    quadratic = [row(d, 1.0, d**2) for d in DEPTHS]
+    assert claim_flattest_linear_in_m(quadratic).holds is False
+    noisy = [row(d, 1.0, lam) for d, lam in zip(DEPTHS, (1.0, 3.0, 0.5, 2.0))]
+    flat = claim_flattest_linear_in_m(noisy)
+    assert flat.holds is None and "contains 0" in flat.reason
+    too_few = claim_flattest_linear_in_m([row(2, 1.0, 1.0), row(4, 1.0, 2.0)])
+    assert too_few.holds is None and "2 depths" in too_few.reason
+
+
+# --- claim 4 ---------------------------------------------------------------------------------
+
+
+def test_he_sharper_three_ways():
+    identity = [row(d, lr, d / lr) for d in (2, 4) for lr in (0.5, 1.0, 2.0)]
+    he = [dict(r, lambda_max=3 * r["lambda_max"]) for r in identity]
+    claim = claim_he_sharper(identity, he)
+    assert claim.holds is True
+    assert claim.uncertainty["p_he_sharper"] == pytest.approx(1 / 2**6)
+    flatter = [dict(r, lambda_max=r["lambda_max"] / 3) for r in identity]
+    assert claim_he_sharper(identity, flatter).holds is False
+    # He runs that are not minima leave too few matched cells
+    he_plateaus = [dict(r, status="plateau", reason="stationary_above_affine") for r in he[:3]]
+    few = claim_he_sharper(identity, he_plateaus + he[3:])
+    assert few.holds is None and "3 cells" in few.reason
+    assert "3 plateau (stationary_above_affine)" in few.evidence
+
+
+# --- claims 5-7 ------------------------------------------------------------------------------
+
+
+def table(sgd, adam, sgd_others=(), adam_others=()):
+    """A table_s1.json-like dict: per-seed lambda_max of converged runs plus other runs."""
+
+    def method(values, others):
+        runs = [{"seed": i, "status": "converged", "lambda_max": v} for i, v in enumerate(values)]
+        extra = [
+            {"seed": len(values) + i, "status": s, "reason": r} for i, (s, r) in enumerate(others)
+        ]
+        return {
+            "seeds": len(runs) + len(extra),
+            "converged": len(runs),
+            "converged_seeds": [r["seed"] for r in runs],
+            "statuses": [r["status"] for r in runs + extra],
+            "not_converged": extra,
+            "runs": runs + extra,
             "final_train_loss": {"mean": 0.03, "std": 0.001},
             "final_val_loss": {"mean": 0.03, "std": None},
-            "lambda_max": {"mean": 1.0, "std": 0.1, "paper": {"mean": 1.76, "std": 9.43e-3}},
-        },
-        "adam": {
-            "seeds": 4,
-            "final_train_loss": {"mean": 0.03, "std": 0.001},
-            "final_val_loss": {"mean": 0.03, "std": None},
-            "lambda_max": {"mean": 1.5, "std": 0.2},
+            "lambda_max": {
+                "mean": sum(values) / max(len(values), 1),
+                "std": 0.1,
+                "values": list(values),
+            },
+        }
+
+    return {"sgd": method(sgd, sgd_others), "adam": method(adam, adam_others)}
+
+
+PAPER_SGD = [1.75, 1.76, 1.77, 1.76]
+
+
+def test_paper_ratio_and_exact_test_floor():
+    ratio, lo, hi = paper_ratio_interval()
+    assert ratio == pytest.approx(12.9 / 1.76)
+    assert lo == pytest.approx(5.30, abs=0.01) and hi == pytest.approx(9.40, abs=0.01)
+    assert smallest_exact_mwu_p(4, 4) == pytest.approx(1 / 70)
+    assert smallest_exact_mwu_p(3, 3) == pytest.approx(0.05)
+
+
+def test_adam_sharper_three_ways():
+    holds = claim_adam_sharper(table(PAPER_SGD, [10.0, 12.0, 14.0, 16.0]))
+    assert holds.holds is True
+    assert holds.uncertainty["p_adam_sharper"] == pytest.approx(1 / 70)
+    assert holds.numbers["ratio"] == pytest.approx(13.0 / 1.76, rel=1e-3)
+    lo, hi = holds.uncertainty["ratio_ci"]
+    assert lo < 13.0 / 1.76 < hi
+    # 2x where the paper reports 7.3x: significant but the paper's factor is excluded
+    twice = claim_adam_sharper(table(PAPER_SGD, [3.4, 3.5, 3.6, 3.55]))
+    assert twice.holds is False
+    # SGD sharper
+    assert claim_adam_sharper(table([10.0, 11, 12, 13], PAPER_SGD)).holds is False
+
+
+def test_adam_sharper_undecided_paths():
+    few = claim_adam_sharper(
+        table(
+            PAPER_SGD[:2],
+            [10.0, 12, 14, 16],
+            sgd_others=[("plateau", "stationary_above_affine")] * 2,
+        )
+    )
+    assert few.holds is None and "fewer than 3 converged" in few.reason
+    assert "2 plateau (stationary_above_affine)" in few.reason
+    three = claim_adam_sharper(table(PAPER_SGD[:3], [10.0, 12, 14]))
+    assert three.holds is None and "smallest exact p is 0.05" in three.reason
+    overlap = claim_adam_sharper(table([1.0, 2.5, 1.5, 30.0], [2.0, 30.0, 3.0, 40.0]))
+    assert overlap.holds is None and "overlap" in overlap.reason
+
+
+def gains_of(peaks, statuses=None):
+    statuses = statuses or ["converged"] * len(peaks)
+    return [
+        {"seed": i, "status": s, "max_gain": [1.0, p, 1.0, 2.0], "maximal_input_gains": [1] * 4}
+        for i, (p, s) in enumerate(zip(peaks, statuses))
+    ]
+
+
+def test_gains_balanced_three_ways_and_radius():
+    t = table(PAPER_SGD, [10.0, 12, 14, 16])
+    radius = {
+        "radius_factors": [0.5, 1.0],
+        "runs": {
+            m: [
+                {
+                    "seed": i,
+                    "by_radius": [{"max_gain": [p * f, 1.0]} for f in (0.5, 1.0)],
+                    "training_inputs": {"max_gain": [p / 2, 1.0]},
+                }
+                for i, p in enumerate(peaks)
+            ]
+            for m, peaks in (("sgd", [1, 2, 3, 4]), ("adam", [5, 6, 7, 8]))
         },
     }
-    claims = check_claims(identity, identity, LRS, table, {}, [])
+    claim = claim_flat_gains_balanced(
+        {"sgd": gains_of([2.0, 2.1, 2.2, 2.3]), "adam": gains_of([5.0, 6, 7, 8])},
+        table=t,
+        by_radius=radius,
+    )
+    assert claim.holds is True
+    assert claim.uncertainty["p_flat_lower"] == pytest.approx(1 / 70)
+    assert claim.numbers["by_radius"]["radius x0.5"]["p_flat_lower"] == pytest.approx(1 / 70)
+    assert "training inputs" in claim.numbers["by_radius"]
+    reversed_ = claim_flat_gains_balanced(
+        {"sgd": gains_of([5.0, 6, 7, 8]), "adam": gains_of([2.0, 2.1, 2.2, 2.3])}, table=t
+    )
+    assert reversed_.holds is False
+    overlap = claim_flat_gains_balanced(
+        {"sgd": gains_of([2.0, 6, 3, 7]), "adam": gains_of([5.0, 2.5, 6.5, 3.5])}, table=t
+    )
+    assert overlap.holds is None and "overlap" in overlap.reason
+    # profiles of runs that are not minima are left out -> too few
+    mixed = gains_of([2.0, 2.1, 2.2, 2.3], ["converged", "plateau", "plateau", "converged"])
+    few = claim_flat_gains_balanced({"sgd": mixed, "adam": gains_of([5.0, 6, 7, 8])})
+    assert few.holds is None and "2 (sgd)" in few.reason
+
+
+def test_interpolation_k_of_n():
+    t = table(PAPER_SGD[:3], [10.0, 12, 14])
+
+    def pairs(flags):
+        return [
+            {"sgd_seed": i // 3, "adam_seed": i % 3, "flat_looks_sharper_on_line": f}
+            for i, f in enumerate(flags)
+        ]
+
+    holds = claim_interpolation_misleads(pairs([True] * 9), t)
+    assert holds.holds is True and "9 of 9 pairs (paper: 16 of 16)" in holds.evidence
+    assert holds.uncertainty["fraction_ci"][1] == pytest.approx(1.0)
+    assert claim_interpolation_misleads(pairs([True] * 4 + [False] * 5), t).holds is False
+    most = claim_interpolation_misleads(pairs([True] * 7 + [False] * 2), t)
+    assert most.holds is None and "7 of 9" in most.reason
+    # a pair with a non-converged run (seed 3 of sgd) is not counted
+    extra = pairs([True] * 9) + [
+        {"sgd_seed": 3, "adam_seed": 0, "flat_looks_sharper_on_line": False}
+    ]
+    assert claim_interpolation_misleads(extra, t).numbers["pairs"] == 9
+    few = claim_interpolation_misleads(pairs([True] * 4), table(PAPER_SGD[:2], [10.0, 12]))
+    assert few.holds is None and "fewer than 3 converged" in few.reason
+    assert claim_interpolation_misleads([], {}).holds is None
+
+
+# --- Table S1 and pairs from runs (pipelines/flat_vs_sharp.py) -----------------------------
+
+
+def run_result(method, seed, status, lam, loss, reason=None):
+    return {
+        "key": f"{method}{seed}",
+        "status": status,
+        "reason": reason,
+        "epochs": 10,
+        "final_train_loss": loss,
+        "final_val_loss": loss * 1.1,
+        "loss_vs_affine": loss / 0.04,
+        "dead_units": [0.0, 0.1, 0.5],
+        "config": {"seed": seed},
+        "analysis": {"lambda_max": lam},
+    }
+
+
+def test_table_s1_uses_converged_runs_only_and_lists_the_others():
+    runs = {
+        "sgd": [
+            run_result("sgd", 0, "converged", 1.0, 0.02, "stationary_below_affine"),
+            run_result("sgd", 1, "plateau", 0.1, 0.05, "stationary_above_affine"),
+            run_result("sgd", 2, "converged", 3.0, 0.04, "stationary_below_affine"),
+        ],
+        "adam": [run_result("adam", s, "converged", 10.0 + s, 0.03) for s in range(3)],
+    }
+    t = table_s1(runs)
+    sgd = t["sgd"]
+    assert sgd["converged"] == 2 and sgd["seeds"] == 3 and sgd["converged_seeds"] == [0, 2]
+    assert sgd["lambda_max"]["mean"] == pytest.approx(2.0)
+    assert sgd["lambda_max"]["std"] == pytest.approx(math.sqrt(2.0))
+    assert sgd["lambda_max"]["values"] == [1.0, 3.0] and sgd["lambda_max"]["seeds"] == [0, 2]
+    assert sgd["final_train_loss"]["mean"] == pytest.approx(0.03)
+    assert sgd["not_converged"] == [
+        {"seed": 1, "status": "plateau", "reason": "stationary_above_affine"}
+    ]
+    assert [r["seed"] for r in sgd["runs"]] == [0, 1, 2]  # every run listed, with its values
+    assert sgd["runs"][1]["dead_fraction_max"] == pytest.approx(0.5)
+    assert sgd["lambda_max"]["paper"] == {"mean": 1.76, "std": 9.43e-3}
+    assert t["adam"]["converged"] == 3
+    json.dumps(t)
+
+    compared, skipped = pair_plan(runs, "sgd", "adam")
+    assert len(compared) == 2 * 3 and len(skipped) == 3
+    assert all("sgd seed 1: plateau (stationary_above_affine)" == s["reason"] for s in skipped)
+
+
+def test_training_input_gains_radius_free():
+    torch.manual_seed(0)
+    model = MLP(3, 3, 2, 3, "relu", bias=False)
+    x = torch.randn(50, 3)
+    gains = training_input_gains(model, x, chunk=7)
+    with torch.no_grad():
+        h1, h2 = model.layer_outputs(x)
+    assert gains["max_gain"][0] == pytest.approx(float((h1.norm(dim=1) / x.norm(dim=1)).max()))
+    assert gains["max_gain"][1] == pytest.approx(float((h2.norm(dim=1) / x.norm(dim=1)).max()))
+    assert len(gains["median_gain"]) == 2
+
+
+# --- rendering and grid tables ---------------------------------------------------------------
+
+
+def test_render_report_states_tests_thresholds_and_statuses():
+    identity = paper_like_grid()
+    t = table(
+        PAPER_SGD[:2], [10.0, 12, 14, 16], sgd_others=[("plateau", "stationary_above_affine")]
+    )
+    t["sgd"]["lambda_max"]["paper"] = {"mean": 1.76, "std": 9.43e-3}
+    b = boundary()
+    claims = check_claims(identity, identity, t, {}, [], boundary=b)
+    assert [c.name for c in claims][:2] == ["larger_steps_flatter", "lr_max_one_over_m"]
     text = render_report(
-        "cpu", "notes here", claims, table, [("Fig", "../figures/f.png")], {}, None, None
+        "cpu",
+        "notes here",
+        claims,
+        t,
+        [("Fig", "../figures/f.png")],
+        {},
+        None,
+        None,
+        stage_rows={"grid_identity": identity, "flat_vs_sharp": t["sgd"]["runs"]},
+        boundary=b,
     )
     for claim in claims:
-        assert claim.statement in text
-    assert "**does not hold**" in text  # Adam only 1.5x sharper
-    assert "**undecided**" in text  # no gains, no pairs
+        assert claim.statement in text and claim.threshold in text
+        assert claim.threshold_source in text and claim.statistic in text
+    assert "**holds**" in text and "**undecided**" in text
+    assert "| grid_identity | unstable | lr_lambda_above_limit | 9 |" in text
+    assert "| sgd | 2 of 3 | seed 2: plateau (stationary_above_affine) |" in text
     assert "1.76 ± 0.00943" in text  # the paper's number beside ours
+    assert "## What the CPU proxy decides" in text
+    assert "- `adam_sharper`: fewer than 3 converged runs per method" in text
+    assert "| 4 | 4 | [4, 4.76] | bracketed |" in text  # lr_max(m) with its bracket
     assert "![Fig](../figures/f.png)" in text
+    for claim in claims:
+        json.dumps(claim.to_dict())  # claims.json stays machine-readable
+
+
+def test_claim_to_dict_is_plain():
+    claim = Claim("x", "s", None, "e", uncertainty={"ci": (float("nan"), 1.0), 2: [1.5]})
+    assert claim.to_dict()["uncertainty"] == {"ci": [None, 1.0], "2": [1.5]}
+    assert claim.to_dict()["verdict"] == "undecided"
 
 
 def test_grid_rows_and_summary_from_results():
-    def result(depth, lr, status, lam):
+    def result(depth, lr, status, reason, lam, **extra):
         return {
             "key": f"k{depth}{lr}",
             "status": status,
+            "reason": reason,
             "epochs": 3,
             "final_train_loss": 0.1,
             "final_val_loss": float("nan") if status == "diverged" else 0.1,
@@ -148,20 +429,30 @@ def test_grid_rows_and_summary_from_results():
                 "init": {"name": "identity"},
             },
             "analysis": {"lambda_max": lam} if lam else {"skipped": "diverged"},
+            **extra,
         }
 
     rows = grid_rows(
         [
-            result(2, 1.0, "converged", 0.5),
-            result(2, 2.0, "converged", 0.2),
-            result(4, 1.0, "converged", 0.9),
-            result(4, 2.0, "diverged", None),
+            result(2, 1.0, "converged", "stationary_below_affine", 0.5, dead_units=[0.0, 0.25]),
+            result(2, 2.0, "converged", "stationary_below_affine", 0.2, loss_vs_affine=0.8),
+            result(2, 4.0, "plateau", "stationary_above_affine", 0.05),  # flatter, not a minimum
+            result(4, 1.0, "converged", "stationary_below_affine", 0.9, grad_norm_ratio=1e-3),
+            result(4, 2.0, "diverged", "non_finite_loss", None),
         ]
     )
-    assert rows[1]["lr_times_lambda_max"] == pytest.approx(0.4)
-    assert rows[3]["final_val_loss"] is None
+    assert set(rows[0]) == set(GRID_COLUMNS)
+    assert rows[0]["dead_fraction_max"] == pytest.approx(0.25)
+    assert rows[1]["loss_vs_affine"] == pytest.approx(0.8) and rows[0]["loss_vs_affine"] is None
+    assert rows[2]["lambda_max"] == pytest.approx(0.05)  # measured for every run
+    assert rows[2]["lr_times_lambda_max"] == pytest.approx(0.2)
+    assert rows[3]["grad_norm_ratio"] == pytest.approx(1e-3)
+    assert rows[4]["final_val_loss"] is None and rows[4]["reason"] == "non_finite_loss"
     summary = summarize_grid(rows)
+    assert all(f"runs_{s}" in summary for s in STATUSES)
     assert summary["runs_converged"] == 3 and summary["runs_diverged"] == 1
-    assert summary["flattest_lambda_max"] == {"2": 0.2, "4": 0.9}
+    assert summary["runs_plateau"] == 1
+    assert summary["reasons"]["plateau"] == {"stationary_above_affine": 1}
+    assert summary["flattest_lambda_max"] == {"2": 0.2, "4": 0.9}  # the plateau is not counted
     assert summary["largest_converged_lr"] == {"2": 2.0, "4": 1.0}
     assert summary["lr_max_vs_depth_fit"]["exponent"] == pytest.approx(-1.0)

@@ -1,27 +1,33 @@
 """Grids of training runs over the result store (src.experiments.store).
 
-Grids run in this process by default (imports, data loading and CUDA start-up paid once), or
-through any Hydra launcher (e.g. `submitit_slurm`) as a Hydra multirun whose jobs write to the
-same results directory. Every stored result records the command line that retrains it alone.
+Grids run in this process by default (imports, data loading and CUDA start-up paid once), in a
+pool of single-thread worker processes (`launcher="processes"`: on a CPU, N one-thread trainings
+side by side beat one N-thread training of these small nets), or through any Hydra launcher
+(e.g. `submitit_slurm`) as a Hydra multirun whose jobs write to the same results directory.
+Every stored result records the command line that retrains it alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from src.config import RunConfig, batching_enabled, validate
+from src.config import ConfigValueError, RunConfig, batching_enabled, validate
 from src.data import TensorData, load_dataset
 from src.experiments.store import (
     cached_result,
@@ -31,12 +37,19 @@ from src.experiments.store import (
     run_output_dir,
     store_result,
 )
+from src.signals import exit_on_signals
+from src.tracking import prepare_store
 from src.training.batched import batch_key, batchable
 from src.training.run import train, train_batched
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+IN_PROCESS = "inprocess"
+PROCESSES = "processes"  # a pool of single-thread worker processes (`train_in_processes`)
+WORKER_STOP_TIMEOUT_S = 60.0  # how long a stopped worker may take to close its MLflow run
+
+Job = tuple[RunConfig, str]  # a validated config and the command that retrains it alone
 
 
 def retrain_command(overrides: Sequence[str]) -> str:
@@ -77,8 +90,40 @@ def train_cached(
     return store_result(resolved, result, results_dir)
 
 
+def batch_chunks(pending: Sequence[Job], max_models: int) -> list[list[Job]]:
+    """The pending runs that can share a batched model (src.training.batched): groups of equal
+    `batch_key` of at least two runs, cut into chunks of at most `max_models`, in the order of
+    `pending`. Runs in no chunk are trained alone."""
+    groups: dict[str, list[Job]] = {}
+    for resolved, command in pending:
+        if batchable(resolved) is None:
+            groups.setdefault(batch_key(resolved), []).append((resolved, command))
+    return [
+        group[start : start + max_models]
+        for group in groups.values()
+        if len(group) >= 2
+        for start in range(0, len(group), max_models)
+    ]
+
+
+def train_chunk(
+    chunk: Sequence[Job], results_dir: Path, output_root: str | Path | None, data: TensorData
+) -> list[dict]:
+    """Train one chunk as a batched model; store and return each member's result as
+    train_cached would."""
+    resolved = [r for r, _ in chunk]
+    results = train_batched(
+        resolved,
+        output_dirs=[run_output_dir(r, results_dir, output_root) for r in resolved],
+        tags=[{"config_key": config_key(r)} for r in resolved],
+        data=data,
+        commands=[c for _, c in chunk],
+    )
+    return [store_result(r, result, results_dir) for r, result in zip(resolved, results)]
+
+
 def train_pending_in_batches(
-    pending: Sequence[tuple[RunConfig, str]],
+    pending: Sequence[Job],
     results_dir: Path,
     output_root: str | Path | None,
     data_for,
@@ -87,25 +132,145 @@ def train_pending_in_batches(
     """Train runs (validated config, retrain command) that differ only in seed / lr as batched
     models (src.training.batched), storing each member's result as train_cached would. Runs
     that cannot be batched are left to the caller."""
-    groups: dict[str, list[tuple[RunConfig, str]]] = {}
-    for resolved, command in pending:
-        if batchable(resolved) is None:
-            groups.setdefault(batch_key(resolved), []).append((resolved, command))
-    for group in groups.values():
-        if len(group) < 2:
-            continue
-        for start in range(0, len(group), max_models):
-            chunk = group[start : start + max_models]
-            resolved = [r for r, _ in chunk]
-            results = train_batched(
+    for chunk in batch_chunks(pending, max_models):
+        train_chunk(chunk, results_dir, output_root, data_for(chunk[0][0]))
+
+
+def data_key(resolved: Mapping[str, Any]) -> str:
+    return json.dumps(resolved["dataset"], sort_keys=True)
+
+
+def cached_data(resolved: Mapping[str, Any], cache: dict[str, TensorData]) -> TensorData:
+    """The run's data set, loaded once per process and data config."""
+    key = data_key(resolved)
+    if key not in cache:
+        cache[key] = load_dataset(resolved["dataset"])
+    return cache[key]
+
+
+# --- worker processes -------------------------------------------------------------------------
+
+_WORKER_DATA: dict[str, TensorData] = {}  # a worker's data sets, loaded once per worker
+
+
+def _start_worker() -> None:
+    """A worker trains with one thread (the pool is the parallelism) and ends on SIGTERM /
+    SIGINT through Python's exception path, so its open MLflow run is closed as KILLED."""
+    torch.set_num_threads(1)
+    exit_on_signals()
+
+
+class WorkerConfigError(ConfigValueError):
+    """A ConfigValueError raised in a worker, carried back to the parent with the same one-line
+    message (ConfigValueError itself does not survive pickling: its __init__ takes the key and
+    the reason apart, while unpickling passes the message alone)."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.key = message.split(":", 1)[0]
+
+
+def _train_task(
+    task: Sequence[Job],
+    batched: bool,
+    results_dir: str,
+    output_root: str | None,
+    require_files: Sequence[str],
+) -> list[dict]:
+    """In a worker: a chunk as one batched model, or one run alone (train_cached); the stored
+    results."""
+    try:
+        data = cached_data(task[0][0], _WORKER_DATA)
+        if batched:
+            return train_chunk(task, Path(results_dir), output_root, data)
+        (resolved, command), *_ = task
+        return [
+            train_cached(
                 resolved,
-                output_dirs=[run_output_dir(r, results_dir, output_root) for r in resolved],
-                tags=[{"config_key": config_key(r)} for r in resolved],
-                data=data_for(resolved[0]),
-                commands=[c for _, c in chunk],
+                results_dir,
+                output_root,
+                data=data,
+                require_files=require_files,
+                command=command,
             )
-            for r, result in zip(resolved, results):
-                store_result(r, result, results_dir)
+        ]
+    except ConfigValueError as err:
+        raise WorkerConfigError(str(err)) from None
+
+
+def prepare_tracking(pending: Iterable[Job]) -> None:
+    """Create and migrate the MLflow stores and experiments the workers will log to, once,
+    here, before they start (src.tracking takes an inter-process lock for it anyway)."""
+    for target in {
+        (r["logger"]["tracking_uri"], r["logger"]["experiment_name"])
+        for r, _ in pending
+        if r["logger"]["name"] == "mlflow"
+    }:
+        prepare_store(*target)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM every worker (each closes its MLflow run as KILLED), wait for them, drop the
+    queued tasks. The pool keeps its processes in a private dict: no public handle exists."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(WORKER_STOP_TIMEOUT_S)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of `workers` spawned processes (fork after torch has started threads can
+    deadlock), stopped at once if this process is interrupted or a task fails."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+    )
+    try:
+        yield pool
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def train_in_processes(
+    pending: Sequence[Job],
+    results_dir: Path,
+    output_root: str | Path | None,
+    require_files: Sequence[str],
+    workers: int,
+    batch: bool,
+    max_models: int,
+) -> dict[str, dict]:
+    """Train the pending runs in a pool of single-thread worker processes, as chunks of
+    batched models when `batch`; return the stored results by key. Every worker writes to the
+    same result store (one file per run, written atomically), so the caller reads the results
+    back in its own (grid) order whatever order the workers finish in."""
+    if workers < 1:
+        raise ConfigValueError("compute.workers", "must be >= 1", workers)
+    chunks = batch_chunks(pending, max_models) if batch else []
+    in_chunks = {config_key(r) for chunk in chunks for r, _ in chunk}
+    tasks = [(chunk, True) for chunk in chunks] + [
+        ([job], False) for job in pending if config_key(job[0]) not in in_chunks
+    ]
+    if not tasks:
+        return {}
+    prepare_tracking(pending)
+    stored: dict[str, dict] = {}
+    out = None if output_root is None else str(output_root)
+    with worker_pool(min(workers, len(tasks))) as pool:
+        futures = [
+            pool.submit(_train_task, task, batched, str(results_dir), out, tuple(require_files))
+            for task, batched in tasks
+        ]
+        for future in futures:
+            stored.update({result["key"]: result for result in future.result()})
+    return stored
 
 
 def expand_grid(axes: Mapping[str, Iterable[Any]]) -> list[list[str]]:
@@ -117,57 +282,116 @@ def expand_grid(axes: Mapping[str, Iterable[Any]]) -> list[list[str]]:
     ]
 
 
+def sweeps_of(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Hydra sweeps that cover `jobs` (lists of `name=value`): jobs equal but in their last
+    override share one sweep, e.g. [depth=2 lr=1], [depth=2 lr=2] -> [depth=2, lr=1,2]."""
+    grouped: dict[tuple[str, ...], list[str]] = {}
+    for job in jobs:
+        *head, last = job
+        name, value = last.split("=", 1)
+        grouped.setdefault((*head, name), []).append(value)
+    return [[*head, f"{name}={','.join(values)}"] for (*head, name), values in grouped.items()]
+
+
 def run_grid(
     base_overrides: Sequence[str],
     axes: Mapping[str, Sequence[Any]],
     results_dir: str | Path,
     output_root: str | Path | None = None,
-    launcher: str = "inprocess",
+    launcher: str = IN_PROCESS,
     launcher_overrides: Sequence[str] = (),
     require_files: Sequence[str] = (),
     batch_models: str | bool = "auto",
     max_models_per_batch: int = 16,
+    workers: int = 2,
 ) -> list[dict]:
     """Train every combination of `axes` on top of `base_overrides`; return results in grid order.
 
     launcher="inprocess" trains here, loading each data set once; with `batch_models` (auto:
     when a GPU is present) the runs that differ only in seed or lr are trained together as
-    batched models of up to `max_models_per_batch` members (src.training.batched). Any
-    other value is a Hydra launcher option (`submitit_slurm`, `submitit_local`, `joblib`,
-    `basic`): the grid becomes one Hydra multirun whose jobs write their results to
+    batched models of up to `max_models_per_batch` members (src.training.batched).
+    launcher="processes" trains the same runs (or batches) in `workers` single-thread worker
+    processes. Any other value is a Hydra launcher option (`submitit_slurm`, `submitit_local`,
+    `joblib`, `basic`): the grid becomes one Hydra multirun whose jobs write their results to
     `results_dir`; runs already there are skipped by the jobs themselves.
+    """
+    sweep = [f"{name}={','.join(str(v) for v in values)}" for name, values in axes.items()]
+    return run_points(
+        base_overrides,
+        expand_grid(axes),
+        results_dir,
+        output_root,
+        launcher,
+        launcher_overrides,
+        require_files,
+        batch_models,
+        max_models_per_batch,
+        workers,
+        sweeps=[sweep],
+    )
+
+
+def run_points(
+    base_overrides: Sequence[str],
+    jobs: Sequence[Sequence[str]],
+    results_dir: str | Path,
+    output_root: str | Path | None = None,
+    launcher: str = IN_PROCESS,
+    launcher_overrides: Sequence[str] = (),
+    require_files: Sequence[str] = (),
+    batch_models: str | bool = "auto",
+    max_models_per_batch: int = 16,
+    workers: int = 2,
+    sweeps: Sequence[Sequence[str]] | None = None,
+) -> list[dict]:
+    """Train the runs `jobs` (each a list of overrides, e.g. ['depth=2', 'lr=1.41']) on top of
+    `base_overrides`, as `run_grid` does; return their results in the order of `jobs`.
+
+    Unlike a grid the jobs need not form a product (the bisection of the stability boundary
+    trains one step size per depth per round). A Hydra launcher gets `sweeps` (default
+    `sweeps_of(jobs)`), one multirun each.
     """
     results_dir = Path(results_dir)
     for partial in results_dir.glob(".*.tmp"):  # left by a process killed mid-write
         partial.unlink()
-    jobs = expand_grid(axes)
-    if launcher != "inprocess":
-        _launch_multirun(
-            base_overrides, axes, results_dir, output_root, launcher, launcher_overrides
-        )
+    jobs = [list(job) for job in jobs]
+    hydra_launcher = launcher not in (IN_PROCESS, PROCESSES)
+    if hydra_launcher:
+        for sweep in sweeps if sweeps is not None else sweeps_of(jobs):
+            _launch_multirun(
+                base_overrides, sweep, results_dir, output_root, launcher, launcher_overrides
+            )
     data_cache: dict[str, TensorData] = {}
 
     def data_for(resolved: Mapping[str, Any]) -> TensorData:
-        data_key = json.dumps(resolved["dataset"], sort_keys=True)
-        if data_key not in data_cache:
-            data_cache[data_key] = load_dataset(resolved["dataset"])
-        return data_cache[data_key]
+        return cached_data(resolved, data_cache)
 
     resolved_configs = [validate(compose_config([*base_overrides, *job])) for job in jobs]
     commands = [retrain_command([*base_overrides, *job]) for job in jobs]
-    if launcher == "inprocess" and batching_enabled(batch_models):
-        pending = [
-            (resolved, command)
-            for resolved, command in zip(resolved_configs, commands)
-            if cached_result(resolved, results_dir, require_files) is None
-        ]
-        train_pending_in_batches(
-            pending, results_dir, output_root, data_for, int(max_models_per_batch)
-        )
+    batch = not hydra_launcher and batching_enabled(batch_models)
+    stored: dict[str, dict] = {}
+    if launcher == PROCESSES or batch:
+        pending = _unique_pending(zip(resolved_configs, commands), results_dir, require_files)
+        if launcher == PROCESSES:
+            stored = train_in_processes(
+                pending,
+                results_dir,
+                output_root,
+                require_files,
+                int(workers),
+                batch,
+                int(max_models_per_batch),
+            )
+        else:
+            train_pending_in_batches(
+                pending, results_dir, output_root, data_for, int(max_models_per_batch)
+            )
     results: list[dict] = []
     for job, resolved, command in zip(jobs, resolved_configs, commands):
-        if launcher != "inprocess":
-            result = load_result(result_path(resolved, results_dir))
+        if hydra_launcher or launcher == PROCESSES:
+            result = stored.get(config_key(resolved)) or load_result(
+                result_path(resolved, results_dir)
+            )
             if result is None:
                 raise RuntimeError(f"grid job {' '.join(job)} wrote no result to {results_dir}")
         else:
@@ -184,8 +408,19 @@ def run_grid(
     return results
 
 
-def _launch_multirun(base_overrides, axes, results_dir, output_root, launcher, launcher_overrides):
-    sweep = [f"{name}={','.join(str(v) for v in values)}" for name, values in axes.items()]
+def _unique_pending(
+    jobs: Iterable[Job], results_dir: Path, require_files: Sequence[str]
+) -> list[Job]:
+    """The jobs without a usable stored result, each run once (two jobs may be one run)."""
+    pending: dict[str, Job] = {}
+    for resolved, command in jobs:
+        key = config_key(resolved)
+        if key not in pending and cached_result(resolved, results_dir, require_files) is None:
+            pending[key] = (resolved, command)
+    return list(pending.values())
+
+
+def _launch_multirun(base_overrides, sweep, results_dir, output_root, launcher, launcher_overrides):
     cmd = [
         sys.executable,
         "-m",

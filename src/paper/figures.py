@@ -1,34 +1,176 @@
 """Figures 4-7 of the paper (and a stability view), drawn from saved results only.
 
 Every function takes already-loaded numbers (rows of a grid table, dicts, arrays from .npz) and
-writes PNG + PDF; nothing here trains or measures.
+writes PNG + PDF; nothing here trains or measures. The grid figures (4a, 4b, 4c, 5a) are built
+by `*_figure` functions that return the matplotlib Figure, so tests can read what is drawn;
+the functions named after the figure save it.
+
+Grid figures never drop a run silently: only `converged` runs are minima (they alone are
+coloured by lambda_max), every other run is drawn with the mark of its status, and counts are
+shown. Rows from older results may lack `status`, `reason` or `loss_vs_affine`; missing values
+are read as unknown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import textwrap
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import LogNorm
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from src.paper.tables import flattest_per_depth, linear_fit
 from src.plots import BLUE, GREEN, GREY, ORANGE, RED, draw_gain_profile, plt, save
 
 FORMATS = ("png", "pdf")
 
+CONVERGED = "converged"
+UNKNOWN = "unknown"  # a row without a status (should not happen, but must not crash a figure)
 
-def _grid_matrix(rows: Sequence[dict], value: str = "lambda_max"):
-    """depths x lrs matrix of `value` for converged runs (NaN elsewhere: the white tiles)."""
+# Marker and colour per status (src.training.status.STATUSES). The marker shape carries the
+# meaning on its own (figures may be printed in grey): converged runs are coloured tiles.
+STATUS_STYLES: dict[str, tuple[str, str]] = {
+    CONVERGED: ("s", BLUE),
+    "plateau": ("o", GREY),  # stopped above the affine denoiser's loss
+    "budget_exhausted": (">", ORANGE),  # still improving when the epochs ran out
+    "unstable": ("^", RED),  # eta * lambda_max above the linear-stability limit
+    "diverged": ("X", "black"),
+    "unverified": ("$?$", "#9467bd"),  # the Hessian solve failed: no lambda_max to check
+}
+# Statuses this module does not know (older results' `not_converged`, UNKNOWN) get these, in
+# order, so that every status still has a mark of its own.
+SPARE_STYLES: tuple[tuple[str, str], ...] = (
+    ("D", "#8c564b"),
+    ("P", "#e377c2"),
+    ("*", "#bcbd22"),
+    ("v", "#17becf"),
+    ("h", "#7f7f7f"),
+)
+STATUS_ORDER = tuple(STATUS_STYLES)
+
+# Colour-bar ticks of the loss / affine panel (those inside the range are used).
+RATIO_TICKS = (0.25, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0)
+
+# Colour range of the loss / affine panel never narrower than this (ratio), so that a grid
+# whose runs all sit near 1 is not painted as if they differed much.
+MIN_RATIO_SPAN = 1.25
+
+
+def _finite(value) -> float | None:
+    """A float, or None for missing, empty, non-numeric or non-finite values."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def normalize_rows(rows: Iterable[dict]) -> list[dict]:
+    """Copies of grid rows with every key the figures read: old grid.csv files lack `reason`
+    and `loss_vs_affine`, and lambda_max was only written for converged runs. The ratio is
+    recomputed from the losses when only those are present."""
+    out = []
+    for row in rows:
+        loss = _finite(row.get("final_train_loss"))
+        affine = _finite(row.get("affine_baseline_loss"))
+        ratio = _finite(row.get("loss_vs_affine"))
+        if ratio is None and loss is not None and affine:
+            ratio = loss / affine
+        status = row.get("status")
+        out.append(
+            {
+                **row,
+                "depth": int(row["depth"]),
+                "lr": float(row["lr"]),
+                "status": str(status) if status not in (None, "") else UNKNOWN,
+                "reason": row.get("reason") or None,
+                "final_train_loss": loss,
+                "affine_baseline_loss": affine,
+                "loss_vs_affine": ratio,
+                "lambda_max": _finite(row.get("lambda_max")),
+            }
+        )
+    return out
+
+
+def ordered_statuses(statuses: Iterable[str]) -> list[str]:
+    """Known statuses in the order of STATUS_STYLES, then the others alphabetically."""
+    present = set(statuses)
+    known = [s for s in STATUS_ORDER if s in present]
+    return known + sorted(present - set(STATUS_ORDER))
+
+
+def status_styles(statuses: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(marker, colour) for each status; unknown statuses take distinct spare styles."""
+    styles = {}
+    spare = iter(SPARE_STYLES)
+    for status in ordered_statuses(statuses):
+        styles[status] = STATUS_STYLES.get(status) or next(spare, ("o", "black"))
+    return styles
+
+
+def status_counts(rows: Sequence[dict]) -> dict[str, int]:
+    """Runs per status, in display order."""
+    counts = Counter(r["status"] for r in rows)
+    return {s: counts[s] for s in ordered_statuses(counts)}
+
+
+def counts_text(rows: Sequence[dict], width: int = 70) -> str:
+    """'12 runs: 5 converged, 4 plateau, ...' (the line that says nothing was dropped)."""
+    counts = status_counts(rows)
+    text = f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    return textwrap.fill(text, width=width)
+
+
+def _geometric_mean(values: Sequence[float]) -> float | None:
+    """Mean of positive numbers in log space (lambda_max and loss ratios are scale quantities)."""
+    positive = [v for v in values if v is not None and v > 0]
+    return float(np.exp(np.mean(np.log(positive)))) if positive else None
+
+
+@dataclass(frozen=True)
+class Tile:
+    """The runs of one (depth, step size) cell; several seeds share a cell."""
+
+    runs: tuple[dict, ...]
+
+    @property
+    def converged(self) -> list[dict]:
+        return [r for r in self.runs if r["status"] == CONVERGED]
+
+    @property
+    def lambda_max(self) -> float | None:
+        """Sharpness of the minima reached (converged runs only: the others are no minima)."""
+        return _geometric_mean([r["lambda_max"] for r in self.converged])
+
+    @property
+    def mark(self) -> str | None:
+        """The status drawn on the tile when no run converged: the most common one (ties go to
+        the earlier status in STATUS_ORDER)."""
+        if self.converged:
+            return None
+        counts = status_counts(list(self.runs))
+        return max(counts, key=lambda s: counts[s])  # max keeps the first of equal counts
+
+    def loss_value(self, key: str) -> float | None:
+        """Mean over all runs of the cell (converged or not): it tells why a tile is empty."""
+        return _geometric_mean([r[key] for r in self.runs])
+
+
+def grid_tiles(rows: Sequence[dict]) -> tuple[list[int], list[float], dict[tuple[int, int], Tile]]:
+    """Depths, step sizes and the tile at each (depth index, lr index) that has runs."""
     depths = sorted({r["depth"] for r in rows})
     lrs = sorted({r["lr"] for r in rows})
-    matrix = np.full((len(depths), len(lrs)), np.nan)
+    cells: dict[tuple[int, int], list[dict]] = {}
     for r in rows:
-        if r["status"] == "converged" and r.get(value) is not None:
-            i, j = depths.index(r["depth"]), lrs.index(r["lr"])
-            # several seeds per cell: show the mean
-            matrix[i, j] = r[value] if np.isnan(matrix[i, j]) else 0.5 * (matrix[i, j] + r[value])
-    return depths, lrs, matrix
+        cells.setdefault((depths.index(r["depth"]), lrs.index(r["lr"])), []).append(r)
+    return depths, lrs, {ij: Tile(tuple(runs)) for ij, runs in cells.items()}
 
 
 def sharpness_limits(*row_sets: Sequence[dict]) -> tuple[float, float] | None:
@@ -36,21 +178,49 @@ def sharpness_limits(*row_sets: Sequence[dict]) -> tuple[float, float] | None:
     values = [
         r["lambda_max"]
         for rows in row_sets
-        for r in rows
-        if r["status"] == "converged" and r.get("lambda_max")
+        for r in normalize_rows(rows)
+        if r["status"] == CONVERGED and r["lambda_max"] and r["lambda_max"] > 0
     ]
-    values = [v for v in values if v > 0]
     return (min(values), max(values)) if values else None
 
 
-def sharpness_heatmap(rows: Sequence[dict], path: Path, title: str, limits=None) -> Path:
-    """Figs. 4a / 5a: lambda_max per (depth, step size); non-converged runs are white."""
-    depths, lrs, matrix = _grid_matrix(rows)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(lrs), 1.2 + 0.45 * len(depths)))
-    finite = matrix[np.isfinite(matrix) & (matrix > 0)]
+def loss_ratio_span(*row_sets: Sequence[dict]) -> float:
+    """Common half-width (as a factor around 1) of the loss / affine colour scale, so that
+    identity and He colours mean the same ratio."""
+    ratios = [
+        r["loss_vs_affine"]
+        for rows in row_sets
+        for r in normalize_rows(rows)
+        if r["loss_vs_affine"] and r["loss_vs_affine"] > 0
+    ]
+    widest = max((max(v, 1 / v) for v in ratios), default=1.0)
+    return max(widest, MIN_RATIO_SPAN)
+
+
+def _text_colour(rgba) -> str:
+    """Black on light tiles, white on dark ones (jet runs from dark blue through yellow)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _tile_axes(ax, depths: Sequence[int], lrs: Sequence[float]) -> None:
+    ax.set_xticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs])
+    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    ax.set_xlim(-0.5, len(lrs) - 0.5)
+    ax.set_ylim(-0.5, len(depths) - 0.5)
+    ax.set_ylabel("depth m")
+
+
+def _draw_sharpness(fig: Figure, ax, depths, lrs, tiles, limits) -> None:
+    """Top panel: converged tiles coloured and labelled by lambda_max; others get a mark."""
+    matrix = np.full((len(depths), len(lrs)), np.nan)
+    for (i, j), tile in tiles.items():
+        if tile.lambda_max is not None:
+            matrix[i, j] = tile.lambda_max
+    finite = matrix[np.isfinite(matrix)]
     if limits is None and finite.size:
         limits = (finite.min(), finite.max())
-    norm = LogNorm(*limits) if limits and limits[0] < limits[1] else None
+    norm = LogNorm(*limits) if limits and 0 < limits[0] < limits[1] else None
     image = ax.imshow(
         np.ma.masked_invalid(matrix),
         origin="lower",
@@ -59,30 +229,148 @@ def sharpness_heatmap(rows: Sequence[dict], path: Path, title: str, limits=None)
         norm=norm,
         interpolation="nearest",
     )
-    for i in range(len(depths)):
-        for j in range(len(lrs)):
-            if np.isfinite(matrix[i, j]):
-                ax.text(
-                    j, i, f"{matrix[i, j]:.3g}", ha="center", va="center", fontsize=6, color="white"
-                )
-    ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
-    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
-    ax.set_xlabel(r"step size $\eta$")
-    ax.set_ylabel("depth m")
-    ax.set_title(title, fontsize=10)
+    for (i, j), tile in tiles.items():
+        if tile.lambda_max is None:
+            continue
+        label = f"{tile.lambda_max:.3g}"
+        if len(tile.converged) < len(tile.runs):  # some seeds of this cell did not converge
+            label += f"\n{len(tile.converged)}/{len(tile.runs)}"
+        colour = _text_colour(image.cmap(image.norm(tile.lambda_max)))
+        ax.text(j, i, label, ha="center", va="center", fontsize=6, color=colour)
+    _draw_marks(ax, tiles)
+    _tile_axes(ax, depths, lrs)
     if finite.size:
-        fig.colorbar(image, ax=ax, label=r"$\lambda_{\max}$")
-    return save(fig, path, FORMATS)
+        fig.colorbar(image, ax=ax, label=r"$\lambda_{\max}$ (converged)")
+    else:
+        fig.colorbar(image, ax=ax).remove()  # keep both panels the same width
+        ax.text(0.5, 1.0, "no converged runs", transform=ax.transAxes, ha="center", va="bottom")
 
 
-def flattest_vs_depth(rows: Sequence[dict], path: Path, title: str) -> Path:
-    """Fig. 4b: the lowest lambda_max per depth, with a least-squares line."""
+def _draw_marks(ax, tiles: dict[tuple[int, int], Tile]) -> None:
+    """One marker per non-converged tile, one legend entry per status (with run counts)."""
+    runs = [r for tile in tiles.values() for r in tile.runs]
+    counts = status_counts(runs)
+    styles = status_styles(counts)
+    handles = []
+    for status, n in counts.items():
+        marker, colour = styles[status]
+        label = f"{status} ({n})"
+        if status == CONVERGED:  # drawn as coloured tiles, not as marks
+            handles.append(
+                Line2D([], [], ls="", marker=marker, ms=9, mfc="#7fbf7f", mec="none", label=label)
+            )
+            continue
+        points = [ij for ij, tile in tiles.items() if tile.mark == status]
+        ys, xs = zip(*points) if points else ((), ())
+        (line,) = ax.plot(xs, ys, ls="", marker=marker, color=colour, ms=8, mew=1.5, label=label)
+        handles.append(line)
+    ax.legend(
+        handles=handles,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.02),
+        ncol=min(len(handles), 4),
+        fontsize=7,
+        frameon=False,
+        handletextpad=0.3,
+        columnspacing=1.0,
+    )
+
+
+def _draw_loss(fig: Figure, ax, depths, lrs, tiles, ratio_span: float | None) -> None:
+    """Bottom panel: training loss / affine denoiser's for every run with a finite loss
+    (diverging colours centred at 1: blue beats the linear filter, red does not). Results
+    without the affine reference show the plain training loss instead."""
+    has_ratio = any(t.loss_value("loss_vs_affine") is not None for t in tiles.values())
+    key = "loss_vs_affine" if has_ratio else "final_train_loss"
+    matrix = np.full((len(depths), len(lrs)), np.nan)
+    for (i, j), tile in tiles.items():
+        value = tile.loss_value(key)
+        if value is not None:
+            matrix[i, j] = value
+    finite = matrix[np.isfinite(matrix) & (matrix > 0)]
+    if has_ratio:
+        span = ratio_span or max(np.max(np.maximum(finite, 1 / finite)), MIN_RATIO_SPAN)
+        norm, cmap, fmt = LogNorm(1 / span, span), "RdBu_r", "{:.2f}"
+        label = "train loss / affine"
+    else:
+        # linear: old results' losses span a narrow range, where log ticks read badly
+        norm = Normalize(finite.min(), finite.max()) if finite.size > 1 else None
+        cmap, fmt, label = "viridis", "{:.3g}", "train loss (no affine ref.)"
+    image = ax.imshow(
+        np.ma.masked_invalid(matrix),
+        origin="lower",
+        aspect="auto",
+        cmap=cmap,
+        norm=norm,
+        interpolation="nearest",
+    )
+    for (i, j), tile in tiles.items():
+        value = tile.loss_value(key)
+        if value is None:
+            ax.text(j, i, "n/a", ha="center", va="center", fontsize=6, color=GREY)
+            continue
+        colour = _text_colour(image.cmap(image.norm(value))) if value > 0 else "black"
+        ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6, color=colour)
+    _tile_axes(ax, depths, lrs)
+    ax.set_xlabel(r"step size $\eta$")
+    bar = fig.colorbar(image, ax=ax, label=label)
+    if has_ratio:  # log ticks would label only 10^0: name the ratios instead
+        ticks = [t for t in RATIO_TICKS if norm.vmin <= t <= norm.vmax]
+        bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+        bar.minorticks_off()
+
+
+def sharpness_figure(
+    rows: Sequence[dict],
+    title: str,
+    limits: tuple[float, float] | None = None,
+    ratio_span: float | None = None,
+) -> Figure:
+    """Figs. 4a / 5a with the reason for every empty tile: (top) lambda_max of converged runs,
+    a status mark on every other tile; (bottom) each tile's training loss relative to the
+    affine denoiser, so a plateau at a trivial solution is visible next to its sharpness."""
+    rows = normalize_rows(rows)
+    depths, lrs, tiles = grid_tiles(rows)
+    width = 2.2 + 0.6 * max(len(lrs), 4)
+    height = 2.0 + 0.7 * max(len(depths), 2)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(width, height), sharex=True)
+    _draw_sharpness(fig, top, depths, lrs, tiles, limits)
+    _draw_loss(fig, bottom, depths, lrs, tiles, ratio_span)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def sharpness_heatmap(
+    rows: Sequence[dict],
+    path: Path,
+    title: str,
+    limits: tuple[float, float] | None = None,
+    ratio_span: float | None = None,
+) -> Path:
+    """Figs. 4a / 5a, saved (see sharpness_figure)."""
+    return save(sharpness_figure(rows, title, limits, ratio_span), path, FORMATS)
+
+
+def flattest_figure(rows: Sequence[dict], title: str) -> Figure:
+    """Fig. 4b: the lowest lambda_max per depth among converged runs, with a least-squares line;
+    each depth says how many of its runs converged, and a depth with none is marked."""
+    rows = normalize_rows(rows)
     best = flattest_per_depth(rows)
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    per_depth = Counter(r["depth"] for r in rows)
+    converged = Counter(r["depth"] for r in rows if r["status"] == CONVERGED)
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
     if best:
         depths = np.array(list(best))
         values = np.array([v["lambda_max"] for v in best.values()])
         ax.plot(depths, values, "o", color=BLUE, label="flattest minimum found")
+        for depth, value in zip(depths, values):
+            ax.annotate(
+                f"{converged[depth]}/{per_depth[depth]} conv.",
+                (depth, value),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+            )
         if len(depths) >= 2:
             fit = linear_fit(depths, values)
             grid = np.linspace(depths.min(), depths.max(), 50)
@@ -93,29 +381,71 @@ def flattest_vs_depth(rows: Sequence[dict], path: Path, title: str) -> Path:
                 color=GREY,
                 label=f"linear fit ($R^2$={fit['r2']:.2f})",
             )
-        ax.legend(fontsize=8)
+    missing = [d for d in sorted(per_depth) if d not in best]
+    if missing:  # depths with no minimum: an x on the axis, not a gap
+        ax.plot(
+            missing,
+            [0.02] * len(missing),
+            "x",
+            color=RED,
+            ms=8,
+            mew=2,
+            transform=ax.get_xaxis_transform(),
+            label="no converged run",
+        )
+        for depth in missing:
+            ax.annotate(
+                f"0/{per_depth[depth]} conv.",
+                (depth, 0.02),
+                xycoords=ax.get_xaxis_transform(),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=RED,
+            )
+    if not rows:
+        ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
     else:
-        ax.text(0.5, 0.5, "no converged runs", ha="center", transform=ax.transAxes)
+        ax.legend(fontsize=8)
+    ax.margins(x=0.15)  # room for the count beside the deepest point
     ax.set_xlabel("depth m")
     ax.set_ylabel(r"lowest $\lambda_{\max}$")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"{title}\n{counts_text(rows)}", fontsize=8)
     ax.grid(alpha=0.3)
-    return save(fig, path, FORMATS)
+    return fig
 
 
-def stability(rows: Sequence[dict], path: Path, title: str) -> Path:
-    """lambda_max against step size per depth, with the linear-stability limit 2 / eta (App. I)."""
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+def flattest_vs_depth(rows: Sequence[dict], path: Path, title: str) -> Path:
+    """Fig. 4b, saved (see flattest_figure)."""
+    return save(flattest_figure(rows, title), path, FORMATS)
+
+
+def stability_figure(rows: Sequence[dict], title: str) -> Figure:
+    """lambda_max against step size per depth, with the linear-stability limit 2 / eta (App. I).
+    Converged runs form the lines; every other run with a measured lambda_max is a point in
+    its status's mark, and the legend counts the runs of each status it could not place."""
+    rows = normalize_rows(rows)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     depths = sorted({r["depth"] for r in rows})
     cmap = plt.get_cmap("viridis", max(len(depths), 2))
+    styles = status_styles(r["status"] for r in rows)
     for i, depth in enumerate(depths):
-        pts = sorted(
-            (r["lr"], r["lambda_max"])
-            for r in rows
-            if r["depth"] == depth and r["status"] == "converged" and r.get("lambda_max")
-        )
+        mine = [r for r in rows if r["depth"] == depth and r["lambda_max"] is not None]
+        pts = sorted((r["lr"], r["lambda_max"]) for r in mine if r["status"] == CONVERGED)
         if pts:
             ax.plot(*zip(*pts), "o-", color=cmap(i), label=f"m={depth}", ms=4)
+        for status in styles:
+            if status == CONVERGED:
+                continue
+            others = [(r["lr"], r["lambda_max"]) for r in mine if r["status"] == status]
+            if others:
+                ax.plot(*zip(*others), ls="", marker=styles[status][0], color=cmap(i), ms=7)
+    for status, n in status_counts(rows).items():
+        if status == CONVERGED:
+            continue
+        shown = sum(1 for r in rows if r["status"] == status and r["lambda_max"] is not None)
+        label = f"{status} ({n}, {shown} plotted)"
+        ax.plot([], [], ls="", marker=styles[status][0], color="black", label=label)
     lrs = sorted({r["lr"] for r in rows})
     if lrs:
         grid = np.geomspace(min(lrs), max(lrs), 50)
@@ -124,10 +454,16 @@ def stability(rows: Sequence[dict], path: Path, title: str) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel(r"step size $\eta$")
     ax.set_ylabel(r"$\lambda_{\max}$")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{title}\n{counts_text(rows)}", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # outside: the marks must not hide points
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.grid(alpha=0.3, which="both")
-    return save(fig, path, FORMATS)
+    return fig
+
+
+def stability(rows: Sequence[dict], path: Path, title: str) -> Path:
+    """The stability view, saved (see stability_figure)."""
+    return save(stability_figure(rows, title), path, FORMATS)
 
 
 def training_curves(rows: Sequence[dict], path: Path, title: str) -> Path:

@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from src.files import read_json, write_json_atomic
+from src.training.status import STATUSES
 
+CONVERGED = "converged"  # the one status that speaks about a minimum (src.training.status)
+
+# One row per run (results/<stage>/grid.csv). lambda_max is given for every run whose Hessian
+# solve ran, minimum or not; every function here that speaks about minima filters `converged`.
 GRID_COLUMNS = (
     "depth",
     "lr",
@@ -24,9 +29,14 @@ GRID_COLUMNS = (
     "init",
     "optimizer",
     "status",
+    "reason",
     "epochs",
     "final_train_loss",
     "final_val_loss",
+    "affine_baseline_loss",
+    "loss_vs_affine",
+    "grad_norm_ratio",
+    "dead_fraction_max",
     "lambda_max",
     "lr_times_lambda_max",
     "key",
@@ -73,13 +83,16 @@ def _parse(text: str):
 
 
 def grid_rows(results: Iterable[dict]) -> list[dict[str, Any]]:
-    """One flat row per training result (lambda_max only for converged runs)."""
+    """One flat row per training result, whatever its status (nothing is dropped, so a figure
+    or the report can say why a tile is empty). lambda_max is kept for every run whose Hessian
+    solve ran: readers that speak about minima filter status == "converged" themselves.
+    Keys added by issue 11 (affine baseline, gradient norm, dead units) may be missing from
+    older results and are then None."""
     rows = []
     for result in results:
         cfg = result["config"]
         analysis = result.get("analysis") or {}
-        converged = result["status"] == "converged"
-        lam = analysis.get("lambda_max") if converged else None
+        lam = _finite_or_none(analysis.get("lambda_max"))
         lr = float(cfg["optimizer"]["lr"])
         rows.append(
             {
@@ -89,9 +102,14 @@ def grid_rows(results: Iterable[dict]) -> list[dict[str, Any]]:
                 "init": cfg["init"]["name"],
                 "optimizer": cfg["optimizer"]["name"],
                 "status": result["status"],
+                "reason": result.get("reason"),
                 "epochs": int(result["epochs"]),
                 "final_train_loss": _finite(result["final_train_loss"]),
                 "final_val_loss": _finite(result["final_val_loss"]),
+                "affine_baseline_loss": _finite_or_none(result.get("affine_baseline_loss")),
+                "loss_vs_affine": _finite_or_none(result.get("loss_vs_affine")),
+                "grad_norm_ratio": _finite_or_none(result.get("grad_norm_ratio")),
+                "dead_fraction_max": dead_fraction_max(result.get("dead_units")),
                 "lambda_max": lam,
                 "lr_times_lambda_max": None if lam is None else lr * lam,
                 "key": result["key"],
@@ -100,16 +118,28 @@ def grid_rows(results: Iterable[dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def dead_fraction_max(dead_units: Sequence[float] | None) -> float | None:
+    """The largest fraction of dead ReLU units over the hidden layers: one collapsed layer is
+    enough to make a net a near-trivial denoiser (issue 11: 34-50% dead in layer 5)."""
+    values = [float(v) for v in dead_units or () if v is not None]
+    return max(values) if values else None
+
+
 def _finite(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
 
 
+def _finite_or_none(value) -> float | None:
+    return None if value is None else _finite(value)
+
+
 def flattest_per_depth(rows: Sequence[dict]) -> dict[int, dict[str, float]]:
-    """For each depth, the converged run with the lowest lambda_max (Fig. 4b)."""
+    """For each depth, the converged run with the lowest lambda_max (Fig. 4b). Only minima
+    count: a plateau or an unstable run has a lambda_max too, but it is not a minimum."""
     best: dict[int, dict] = {}
     for row in rows:
-        if row["status"] != "converged" or row["lambda_max"] is None:
+        if row["status"] != CONVERGED or row.get("lambda_max") is None:
             continue
         depth = row["depth"]
         if depth not in best or row["lambda_max"] < best[depth]["lambda_max"]:
@@ -118,9 +148,11 @@ def flattest_per_depth(rows: Sequence[dict]) -> dict[int, dict[str, float]]:
 
 
 def largest_converged_lr(rows: Sequence[dict]) -> dict[int, float]:
+    """Per depth, the largest step size of a converged run (a lower bound on lr_max; the
+    bisection stage, not this, brackets the boundary)."""
     per_depth: dict[int, float] = {}
     for row in rows:
-        if row["status"] == "converged":
+        if row["status"] == CONVERGED:
             per_depth[row["depth"]] = max(per_depth.get(row["depth"], 0.0), row["lr"])
     return dict(sorted(per_depth.items()))
 
@@ -148,19 +180,32 @@ def power_law_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     }
 
 
-def summarize_grid(rows: Sequence[dict]) -> dict[str, Any]:
-    """Counts, per-depth flattest minima, and the two Sec. 6 fits (DVC metrics)."""
-    statuses = defaultdict(int)
+def status_counts(rows: Sequence[dict]) -> dict[str, int]:
+    """Runs per status: every status of STATUSES (zero included, so a metric never vanishes),
+    then any other status found in older results (counted, not hidden)."""
+    counts = dict.fromkeys(STATUSES, 0)
     for row in rows:
-        statuses[row["status"]] += 1
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+def reason_counts(rows: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """Runs per status and reason ({status: {reason: n}}); a missing reason counts as "n/a"."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        counts[row["status"]][row.get("reason") or "n/a"] += 1
+    return {status: dict(sorted(by.items())) for status, by in sorted(counts.items())}
+
+
+def summarize_grid(rows: Sequence[dict]) -> dict[str, Any]:
+    """Counts per status and reason, per-depth flattest minima, and the two Sec. 6 fits over
+    converged runs only (DVC metrics)."""
     flattest = flattest_per_depth(rows)
     lr_max = largest_converged_lr(rows)
     summary: dict[str, Any] = {
         "runs": len(rows),
-        **{
-            f"runs_{status}": statuses.get(status, 0)
-            for status in ("converged", "not_converged", "diverged")
-        },
+        **{f"runs_{status}": n for status, n in status_counts(rows).items()},
+        "reasons": reason_counts(rows),
         "flattest_lambda_max": {str(d): v["lambda_max"] for d, v in flattest.items()},
         "largest_converged_lr": {str(d): v for d, v in lr_max.items()},
     }

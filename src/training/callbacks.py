@@ -20,13 +20,13 @@ import torch.nn.functional as F
 
 from src import tracking
 from src.analysis.gains import gain_profile
-from src.analysis.hessian import SharpnessNotConverged, top_hessian_eigenvalue
+from src.analysis.hessian import SharpnessNotConverged, full_gradient, top_hessian_eigenvalue
 from src.data import TensorData
 from src.models import MLP
 from src.plots import plot_gain_profile
 from src.training.module import final_metrics
 from src.training.record import RunRecord
-from src.training.status import decide_status
+from src.training.status import affine_margin, decide_status
 from src.training.steps import matmul_precision
 
 log = logging.getLogger(__name__)
@@ -264,16 +264,22 @@ def finish_run(
     matmuls (performance.tf32): TF32's ~1e-3 relative error per product would move lambda_max
     and the losses far beyond fp32 rounding."""
     with matmul_precision(False):
+        if record.stopping.outcome != "diverged":
+            # Training may have stopped on its budget: is the final point stationary?
+            gradient = full_gradient(model, F.mse_loss, data.train_inputs, data.train_targets)
+            record.stopping.finish(float(gradient.norm()))
         if analysis is not None:
             record.analysis = analysis.analyze(logger, model, data, record)
+        record.final = final_metrics(model, data, record)
         record.status, record.reason = decide_status(
             record.stopping,
             record.analysis if analysis is not None else None,
             record.lr,
             stability_limit,
             solver_tol=analysis.solver_tol if analysis is not None else 0.0,
+            train_loss=record.final["final_train_loss"],
+            affine_margin=affine_margin(record.resolved),
         )
-        record.final = final_metrics(model, data, record)
     recorder.record(logger, model, record)
 
 

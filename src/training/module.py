@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from src.analysis.hessian import full_loss
-from src.data import TensorData, resample_noise
+from src.data import TensorData, reference_losses, resample_noise
 from src.models import MLP
 from src.training.batched import BatchedMLP
 from src.training.optim import BatchedOptimizer, make_optimizer
@@ -50,25 +50,52 @@ def log_history(logger, record: RunRecord) -> None:
             log_epoch_losses(logger, epoch, train, val, step)
 
 
+def dead_unit_fractions(model: MLP, inputs: torch.Tensor, chunk: int = 10_000) -> list[float]:
+    """Per hidden layer, the fraction of ReLU units that are zero on every training input: a
+    dead unit passes nothing and gets no gradient, so a layer that lost most of its units has
+    collapsed the net towards the trivial solution (empty list for linear nets)."""
+    if model.activation != "relu" or model.depth < 2:
+        return []
+    alive = [torch.zeros(w, dtype=torch.bool, device=inputs.device) for w in model.sizes[1:-1]]
+    with torch.no_grad():
+        for x in torch.split(inputs, chunk):
+            for k, h in enumerate(model.layer_outputs(x)[:-1]):
+                alive[k] |= (h > 0).any(dim=0)
+    return [1.0 - float(a.float().mean()) for a in alive]
+
+
 def final_metrics(model: MLP, data: TensorData, record: RunRecord, chunk: int = 10_000) -> dict:
-    """Full-data train/val loss at the final weights, and the run's statistics."""
-    return {
-        "final_train_loss": float(
-            full_loss(model, F.mse_loss, data.train_inputs, data.train_targets, chunk)
-        ),
+    """Full-data train/val loss at the final weights, the references they are judged against,
+    the final gradient norm, dead units, and the run's statistics."""
+    train_loss = float(full_loss(model, F.mse_loss, data.train_inputs, data.train_targets, chunk))
+    stopping = record.stopping
+    affine = stopping.affine_loss
+    metrics = {
+        "final_train_loss": train_loss,
         "final_val_loss": float(
             full_loss(model, F.mse_loss, data.val_inputs, data.val_targets, chunk)
         ),
         "initial_train_loss": float(record.initial_train_loss),
-        "baseline_loss": float(record.stopping.baseline_loss),
-        "epochs": float(record.stopping.epochs),
+        "initial_grad_norm": float(record.initial_grad_norm or math.nan),
+        "baseline_loss": float(stopping.baseline_loss),
+        "epochs": float(stopping.epochs),
         "steps": float(record.steps),
         "train_seconds": record.train_seconds,
         "ms_per_step": 1e3 * record.train_seconds / max(record.steps, 1),
         "ms_per_step_steady": record.steady_ms_per_step(),
         "cuda_graph": float(record.captured),
-        "diverged": float(record.stopping.outcome == "diverged"),
+        "diverged": float(stopping.outcome == "diverged"),
     }
+    if affine is not None:
+        metrics["affine_baseline_loss"] = float(affine)
+        metrics["loss_vs_affine"] = train_loss / affine if affine > 0 else math.inf
+    if stopping.grad_norm is not None:
+        metrics["grad_norm"] = float(stopping.grad_norm)
+        if record.initial_grad_norm:
+            metrics["grad_norm_ratio"] = float(stopping.grad_norm) / record.initial_grad_norm
+    dead = dead_unit_fractions(model, data.train_inputs, chunk)
+    metrics.update({f"dead_units_layer_{k + 1}": value for k, value in enumerate(dead)})
+    return metrics
 
 
 class RegressionModule(pl.LightningModule):
@@ -194,13 +221,43 @@ class RegressionModule(pl.LightningModule):
 
     # ---- training loop ---------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        targets = self.data.train_targets
-        baseline = float(((targets - targets.mean(0)) ** 2).mean())
-        initial = self._full_losses(self.data.train_inputs, targets)
+        bias = bool(self.records[0].resolved["model"].get("bias", True))
+        references = reference_losses(self._host_data, bias)
+        initial = self._full_losses(self.data.train_inputs, self.data.train_targets)
+        grad_norms = self._full_gradient_norms()
         for slot, record in enumerate(self.records):
             record.initial_train_loss = initial[slot]
-            record.stopping.start(initial[slot], baseline)
+            record.initial_grad_norm = grad_norms[slot]
+            record.stopping.start(
+                initial[slot],
+                references["baseline_loss"],
+                initial_grad_norm=grad_norms[slot],
+                affine_loss=references["affine_baseline_loss"],
+            )
         self._retire_decided()
+
+    def _full_gradient_norms(self) -> list[float]:
+        """Each active member's full-batch gradient norm (of its own training loss) at its
+        current weights; `param.grad` is not touched, so a captured step is unaffected."""
+        inputs, targets = self.data.train_inputs, self.data.train_targets
+        params = [p for p in self.net.parameters()]
+        k = len(self.active) if self.batched else 1
+        squares = torch.zeros(k, device=self.device, dtype=torch.float64)
+        grads = [torch.zeros_like(p) for p in params]
+        chunk = self.eval_chunk_size
+        with torch.enable_grad():
+            for x, y in zip(torch.split(inputs, chunk), torch.split(targets, chunk)):
+                if self.batched:
+                    pred = self.net(x.unsqueeze(0).expand(k, -1, -1))
+                    loss = (pred - y).pow(2).mean(dim=(1, 2)).sum()
+                else:
+                    loss = F.mse_loss(self.net(x), y)
+                parts = torch.autograd.grad(loss * (len(x) / len(inputs)), params)
+                for total, part in zip(grads, parts):
+                    total += part
+        for g in grads:  # a batched parameter is (K, ...): member k's gradient is g[k]
+            squares += g.reshape(k, -1).double().pow(2).sum(dim=1)
+        return squares.sqrt().tolist()
 
     def on_train_epoch_start(self) -> None:
         self._epoch_t0 = time.perf_counter()
@@ -247,13 +304,21 @@ class RegressionModule(pl.LightningModule):
             return
         train, seconds = self._epoch_train_losses, self._epoch_seconds
         val = self._full_losses(self.data.val_inputs, self.data.val_targets)
+        computed: list[list[float]] = []
+
+        def grad_norms() -> list[float]:  # once per epoch, only if some member's loss stalled
+            if not computed:
+                computed.append(self._full_gradient_norms())
+            return computed[0]
+
         for slot, index in enumerate(self.active):
             record = self.records[index]
             record.history["train_loss"].append(train[slot])
             record.history["val_loss"].append(val[slot])
             record.history["step"].append(record.steps)
             record.epoch_seconds.append(seconds / len(self.active))
-            stopping = record.stopping.update(train[slot]) is not None
+            stopping = record.stopping.update(train[slot], lambda: grad_norms()[slot])
+            stopping = stopping is not None
             if stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0:
                 log_epoch_losses(
                     self.logger, self.current_epoch, train[slot], val[slot], record.steps

@@ -13,8 +13,8 @@ from src.training.status import StoppingRule
 class RunRecord:
     """One run: its validated config, stopping rule and everything measured about it.
 
-    The training loop fills `history`, `epoch_seconds`, `initial_train_loss`, `steps` and
-    `captured`; after fit, `finish_run` (src.training.finish) fills `final`, `analysis`,
+    The training loop fills `history`, `epoch_seconds`, `initial_train_loss`,
+    `initial_grad_norm`, `steps` and `captured`; after fit, `finish_run` (src.training.finish) fills `final`, `analysis`,
     `status` and `reason`.
     """
 
@@ -26,6 +26,7 @@ class RunRecord:
     )
     epoch_seconds: list[float] = field(default_factory=list)  # training time of each epoch
     initial_train_loss: float | None = None
+    initial_grad_norm: float | None = None  # full-batch, at the initial weights
     steps: int = 0
     captured: bool = False  # trained from a CUDA graph replay
     batched_with: int = 1  # how many runs shared its batched model

@@ -37,7 +37,7 @@ from src.training.batched import batch_key, batchable
 from src.training.callbacks import AnalysisCallback, RunFinisher, RunRecorder, finish_run
 from src.training.module import RegressionModule, log_history
 from src.training.record import RunRecord
-from src.training.status import StoppingRule, stability_limit
+from src.training.status import StoppingRule, affine_margin, stability_limit
 from src.training.steps import matmul_precision
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,22 @@ class TrainResult:
     command: str | None  # `python -m src.train ...` that retrains this run alone
     history: dict[str, list[float]] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)
+    # What the status was judged against (src.training.status): the references of the data
+    # set, the final full-batch gradient, and dead ReLU units per hidden layer.
+    baseline_loss: float | None = None
+    affine_baseline_loss: float | None = None
+    loss_vs_affine: float | None = None
+    grad_norm: float | None = None
+    grad_norm_ratio: float | None = None
+    dead_units: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _dead_units(final: Mapping[str, float]) -> list[tuple[int, float]]:
+    prefix = "dead_units_layer_"
+    return [(int(k[len(prefix) :]), v) for k, v in final.items() if k.startswith(prefix)]
 
 
 def default_run_name(cfg: Mapping) -> str:
@@ -91,11 +104,13 @@ def build_model(resolved: Mapping, data: TensorData) -> MLP:
 def build_stopping_rule(resolved: Mapping) -> StoppingRule:
     conv, div = resolved["callbacks"]["convergence"], resolved["callbacks"]["divergence"]
     return StoppingRule(
+        window=conv["window"],
         tol=conv["tol"],
-        patience=conv["patience"],
+        grad_tol=conv["grad_tol"],
         min_epochs=conv.get("min_epochs", 1),
+        stop_above_affine=bool(conv.get("stop_above_affine", False)),
+        affine_margin=affine_margin(resolved),
         divergence_factor=div["factor"],
-        max_loss_ratio=conv.get("max_loss_ratio"),
     )
 
 
@@ -173,6 +188,12 @@ class RunParts:
             command=record.command,
             history=record.history,
             analysis=record.analysis,
+            baseline_loss=final.get("baseline_loss"),
+            affine_baseline_loss=final.get("affine_baseline_loss"),
+            loss_vs_affine=final.get("loss_vs_affine"),
+            grad_norm=final.get("grad_norm"),
+            grad_norm_ratio=final.get("grad_norm_ratio"),
+            dead_units=[v for k, v in sorted(_dead_units(final))],
         )
 
 

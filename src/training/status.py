@@ -1,96 +1,156 @@
 """A run's status: the stopping rule applied during training, and the one function that decides
 the final status after `fit`.
 
-During training, `StoppingRule` reads each epoch's training loss and says when to stop
-(a plateau, or divergence). After training, `decide_status` combines what it found with the
-Hessian measurement (did the eigensolver converge, is the point linearly stable) into the final
-status and a machine-readable reason. Nothing else sets a run's status.
+During training, `StoppingRule` reads each epoch's training loss and says when to stop: when the
+loss has stopped decreasing (a window rule that does not fire on slow progress, confirmed by a
+small full-batch gradient), or when it diverges. After training, `decide_status` combines what it
+found with the measurements at the final weights (the loss against the affine denoiser of the
+same training set, the Hessian solve, linear stability) into the final status and a
+machine-readable reason. Nothing else sets a run's status.
+
+A run is `converged` (it reached a minimum) only when all three hold:
+  (a) stationary: the loss stopped decreasing and the gradient is small (`StoppingRule`);
+  (b) below the affine denoiser: a net that cannot beat the best affine map of its own training
+      set (closed-form least squares, src.data.affine_baseline_loss) sits on a plateau between
+      the trivial and the linear solution, not at a minimum worth comparing with the paper's;
+  (c) linearly stable: lr x lambda_max <= 2 (1 + beta) within the eigensolver's tolerance
+      (App. I, eq. S4), for SGD with the analysis on.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("converged", "not_converged", "diverged")
+STATUSES = ("converged", "plateau", "budget_exhausted", "unstable", "diverged", "unverified")
 
-# Machine-readable reasons that come with a status.
+# Machine-readable reasons that come with each status.
 REASONS = {
-    "converged": ("plateau",),
-    "not_converged": (
-        "max_epochs",  # the epoch or step budget ran out before a plateau
-        "plateau_at_baseline",  # stopped improving at the predict-the-mean loss (dead ReLUs)
-        "linearly_unstable_plateau",  # lr x lambda_max above the stability limit (App. I)
-        "hessian_solve_failed",  # the plateau could not be verified: no lambda_max
+    "converged": (
+        "stationary_below_affine",  # (a), (b) and (c) above
+        "stationary",  # (a) and (c), on data without an affine reference
     ),
+    "plateau": ("stationary_above_affine",),  # stopped decreasing above the affine denoiser
+    "budget_exhausted": (
+        "still_improving",  # the epoch limit came while the loss was still decreasing
+        "gradient_not_small",  # the loss stalled, but the full-batch gradient did not shrink
+    ),
+    "unstable": ("lr_lambda_above_limit",),  # lr x lambda_max above the stability limit
     "diverged": ("non_finite_loss", "loss_above_divergence_factor", "non_finite_initial_loss"),
+    "unverified": ("hessian_solve_failed",),  # stationary, but lambda_max could not be measured
 }
+
+# A run that fails for one of these reasons bounds the stable step sizes from above (the
+# bisection of the stability boundary, src.experiments.boundary); budget or plateau does not.
+STABILITY_FAILURES = ("diverged", "unstable")
 
 
 @dataclass
 class StoppingRule:
     """Decides from the epoch training losses when a run stops.
 
-    plateau: relative change of the epoch loss below `tol` for `patience` consecutive epochs
-        (and at least `min_epochs` epochs), at a loss below `max_loss_ratio` x the baseline loss
-        (that of predicting the mean target). A net whose ReLUs all died plateaus at the
-        baseline: that plateau does not stop training (He-init nets can leave it late, Fig. 5b);
+    stationary: the best epoch loss of the last `window` epochs is lower than the best loss
+        before them by less than `tol` (relative), after at least `min_epochs` epochs, and the
+        full-batch gradient norm is at most `grad_tol` x its norm at the initial weights. The
+        best-of-window comparison ignores SGD's epoch-to-epoch noise, and a window of epochs
+        (not one epoch's change) keeps slow but steady progress from stopping a run. The
+        gradient is computed only when the loss has stalled (it costs a full pass).
+        A stationary point whose loss is not below the affine denoiser's stops training only
+        with `stop_above_affine`; otherwise training goes on (a plateau, not a minimum).
     diverged: non-finite loss, or loss above `divergence_factor` x the initial loss.
-    `outcome` is "converged" (a plateau), "diverged", or None (still running / budget spent).
+    `outcome` is "stationary", "diverged", or None (still running / budget spent).
     """
 
-    tol: float = 1e-4
-    patience: int = 5
+    window: int = 10
+    tol: float = 1e-2
+    grad_tol: float = 0.05
     min_epochs: int = 1
+    stop_above_affine: bool = False
+    affine_margin: float = 0.0
     divergence_factor: float = 100.0
-    max_loss_ratio: float | None = 0.9
     initial_loss: float | None = None
-    baseline_loss: float | None = None
+    initial_grad_norm: float | None = None
+    baseline_loss: float | None = None  # predicting the mean target
+    affine_loss: float | None = None  # the best affine map (None: no affine reference)
     outcome: str | None = None
-    reason: str = "max_epochs"
+    reason: str = "still_improving"
     epochs: int = 0
-    _previous: float | None = field(default=None, repr=False)
-    _streak: int = field(default=0, repr=False)
+    grad_norm: float | None = None  # at the last check
+    losses: list[float] = field(default_factory=list, repr=False)
 
     def is_divergent(self, loss: float) -> bool:
         if not math.isfinite(loss):
             return True
         return self.initial_loss is not None and loss > self.divergence_factor * self.initial_loss
 
-    def start(self, initial_loss: float, baseline_loss: float) -> str | None:
-        """Record the loss at the initial weights; a non-finite one diverges at once."""
+    def start(
+        self,
+        initial_loss: float,
+        baseline_loss: float,
+        initial_grad_norm: float | None = None,
+        affine_loss: float | None = None,
+    ) -> str | None:
+        """Record the loss (and gradient norm) at the initial weights and the reference losses of
+        the data; a non-finite initial loss diverges at once."""
         self.initial_loss, self.baseline_loss = initial_loss, baseline_loss
+        self.initial_grad_norm, self.affine_loss = initial_grad_norm, affine_loss
         if self.is_divergent(initial_loss):
             self.outcome, self.reason = "diverged", "non_finite_initial_loss"
         return self.outcome
 
-    def update(self, loss: float) -> str | None:
-        """Feed one epoch's loss; return the outcome once decided, else None."""
+    def loss_stalled(self) -> bool:
+        """Has the loss stopped decreasing over the last `window` epochs?"""
+        if len(self.losses) <= self.window or self.epochs < self.min_epochs:
+            return False
+        before = min(self.losses[: -self.window])
+        recent = min(self.losses[-self.window :])
+        return (before - recent) < self.tol * abs(before)
+
+    def gradient_small(self, grad_norm: float) -> bool:
+        if self.initial_grad_norm is None or not math.isfinite(self.initial_grad_norm):
+            return True  # no reference: the loss rule alone decides
+        return grad_norm <= self.grad_tol * self.initial_grad_norm
+
+    def update(self, loss: float, grad_norm: Callable[[], float] | None = None) -> str | None:
+        """Feed one epoch's loss; `grad_norm()` computes the full-batch gradient norm at the
+        current weights, called only when the loss has stalled. Returns the outcome once
+        decided, else None."""
         self.epochs += 1
+        self.losses.append(float(loss))
         if self.is_divergent(loss):
             self.outcome = "diverged"
             self.reason = (
                 "non_finite_loss" if not math.isfinite(loss) else "loss_above_divergence_factor"
             )
             return self.outcome
-        if self._previous is not None:
-            change = abs(self._previous - loss) / max(abs(self._previous), 1e-30)
-            self._streak = self._streak + 1 if change < self.tol else 0
-            if self._streak >= self.patience and self.epochs >= self.min_epochs:
-                if self.is_trivial(loss):
-                    self._streak = 0  # a collapsed plateau: keep training
-                    self.reason = "plateau_at_baseline"
-                else:
-                    self.outcome, self.reason = "converged", "plateau"
-        self._previous = loss
+        if not self.loss_stalled():
+            self.reason = "still_improving"
+            return None
+        if grad_norm is not None:
+            self.grad_norm = float(grad_norm())
+            if not self.gradient_small(self.grad_norm):
+                self.reason = "gradient_not_small"
+                return None
+        if not self.stop_above_affine and above_affine(loss, self.affine_loss, self.affine_margin):
+            # Not a minimum worth stopping at: nets on such plateaus can leave them late
+            # (Fig. 5b). Training goes on; the budget ends it as a plateau if it stays.
+            self.reason = "stationary_above_affine"
+            return None
+        self.outcome, self.reason = "stationary", "stationary"
         return self.outcome
 
-    def is_trivial(self, loss: float) -> bool:
-        if self.max_loss_ratio is None or self.baseline_loss is None:
-            return False
-        return loss >= self.max_loss_ratio * self.baseline_loss
+    def finish(self, grad_norm: float | None) -> None:
+        """At the end of training: a run the budget stopped whose loss had stalled and whose
+        final gradient is small is stationary too (it stalled on its last epoch)."""
+        if grad_norm is not None:
+            self.grad_norm = grad_norm
+        if self.outcome is None and self.loss_stalled():
+            if grad_norm is None or self.gradient_small(grad_norm):
+                self.outcome, self.reason = "stationary", "stationary"
+            else:
+                self.reason = "gradient_not_small"
 
 
 def stability_limit(resolved: Mapping[str, Any]) -> float | None:
@@ -104,33 +164,64 @@ def stability_limit(resolved: Mapping[str, Any]) -> float | None:
     return 2.0 * (1.0 + float(resolved["optimizer"].get("momentum", 0.0)))
 
 
+# A linear net's best fit is the least-squares map itself: its loss reaches that reference from
+# above, so "below" means within this relative margin (a rounding-level allowance).
+LINEAR_NET_AFFINE_MARGIN = 1e-3
+
+
+def affine_margin(resolved: Mapping[str, Any]) -> float:
+    """The relative margin of criterion (b) for this run (callbacks.convergence.affine_margin;
+    null: 0 for nets with ReLUs, LINEAR_NET_AFFINE_MARGIN for linear nets)."""
+    margin = resolved["callbacks"]["convergence"].get("affine_margin")
+    if margin is not None:
+        return float(margin)
+    return LINEAR_NET_AFFINE_MARGIN if resolved["model"]["activation"] == "linear" else 0.0
+
+
+def above_affine(
+    train_loss: float | None, affine_loss: float | None, margin: float = 0.0
+) -> bool:
+    """Is the final training loss not below the affine denoiser's (criterion (b))? `margin`
+    (relative) admits a loss that equals the reference up to rounding, for models whose best
+    fit is that reference (deep linear nets: their global minimum is the least-squares fit)."""
+    if affine_loss is None or train_loss is None:
+        return False
+    return not train_loss < affine_loss * (1.0 + margin)
+
+
 def decide_status(
     stopping: StoppingRule,
     analysis: Mapping[str, Any] | None,
     lr: float,
     limit: float | None,
     solver_tol: float = 0.0,
+    train_loss: float | None = None,
+    affine_margin: float = 0.0,
 ) -> tuple[str, str]:
     """The final (status, reason) of a run, from everything known after `fit`.
 
-    stopping: the stopping rule's outcome and reason.
-    analysis: the measurements at the final weights (None: analysis switched off, so a plateau
-        is taken as it is). A failed Hessian solve leaves a plateau unverified: not_converged.
+    stopping: the stopping rule's outcome and reason (and its affine reference loss).
+    analysis: the measurements at the final weights (None: analysis switched off, so
+        stationarity and the affine comparison decide). A failed Hessian solve leaves a
+        stationary point unverified.
     limit: the stability bound on lr x lambda_max (`stability_limit`), None for no check. The
         check allows the eigensolver's relative accuracy `solver_tol` above the bound, so a
-        point is called unstable only when it is, whatever the rounding of lambda_max.
+        point is called unstable only when it is, whatever the rounding of lambda_max. It
+        applies to runs stopped by the budget too: a run that ends where lr x lambda_max is
+        above the limit sits at the edge of stability, which bounds the step size from above.
+    train_loss: the full training loss at the final weights, compared with the affine one.
     """
     if stopping.outcome == "diverged":
         return "diverged", stopping.reason
-    if stopping.outcome != "converged":
-        return "not_converged", stopping.reason
-    if analysis is None:
-        return "converged", stopping.reason
-    lam = analysis.get("lambda_max")
-    if analysis.get("hessian_status") != "converged" or lam is None:
-        return "not_converged", "hessian_solve_failed"
-    if limit is not None and lr * lam > limit * (1.0 + solver_tol):
-        # A plateau where lr x lambda_max exceeds the limit is an oscillation around an
-        # unstable point, not convergence to a minimum (App. I, eq. S4).
-        return "not_converged", "linearly_unstable_plateau"
-    return "converged", stopping.reason
+    lam = None if analysis is None else analysis.get("lambda_max")
+    if limit is not None and lam is not None and lr * lam > limit * (1.0 + solver_tol):
+        # An oscillation around (or a drift along) a point SGD cannot stay at (App. I, eq. S4).
+        return "unstable", "lr_lambda_above_limit"
+    if stopping.outcome != "stationary":
+        return "budget_exhausted", stopping.reason
+    if above_affine(train_loss, stopping.affine_loss, affine_margin):
+        return "plateau", "stationary_above_affine"
+    if analysis is not None and (analysis.get("hessian_status") != "converged" or lam is None):
+        return "unverified", "hessian_solve_failed"
+    reason = "stationary" if stopping.affine_loss is None else "stationary_below_affine"
+    return "converged", reason
