@@ -3,7 +3,8 @@
     python -m pipelines.curves [--params params.yaml] [--root .]
 
 Writes results/curves/runs/<key>.json, results/curves/curves.csv (init, epoch, iteration,
-train_loss, val_loss) and results/curves/summary.json.
+train_loss, val_loss) and results/curves/summary.json. A run the grids already trained (same
+config: same depth, step size, init and training settings) is copied from their result store.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from src.experiments.store import prune_results
 from src.paper.tables import write_csv, write_json
 
 STAGE = "curves"
+GRIDS = ("grid_identity", "grid_he")  # dvc.yaml deps of this stage
 
 
 def run(params_path: str, root: str) -> None:
@@ -40,6 +42,8 @@ def run(params_path: str, root: str) -> None:
         {"init": settings["inits"]},
         results_dir=out / "runs",
         output_root=Path(root) / "outputs" / "pipeline" / STAGE,
+        # the grids' runs at this depth and step size are these very runs: read, not retrained
+        reuse_from=[Path(root) / "results" / grid / "runs" for grid in GRIDS],
         **grid_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])

@@ -42,7 +42,7 @@ from src.analysis.gains import gain_profile
 from src.analysis.hessian import hessian_vector_product
 from src.analysis.landscape import flat_parameters
 from src.data import load_dataset
-from src.experiments.grid import compose_config, run_grid
+from src.experiments.grid import compose_config, run_points
 from src.experiments.store import prune_results
 from src.models import MLP
 from src.paper.tables import CONVERGED, dead_fraction_max, write_csv, write_json
@@ -70,19 +70,25 @@ PAPER_TABLE_S1 = {
 
 
 def train_methods(params: dict, settings: dict, root: Path) -> dict[str, list[dict]]:
+    """Every (method, seed) run, all in one call: the methods' runs train side by side (one
+    batched model per method and worker), not one method after the other."""
     out = root / "results" / STAGE
     base = [*training_overrides(params, STAGE, settings), f"depth={settings['depth']}"]
-    runs: dict[str, list[dict]] = {}
-    for method, overrides in settings["methods"].items():
-        runs[method] = run_grid(
-            [*base, *overrides],
-            {"seed": settings["seeds"]},
-            results_dir=out / "runs",
-            output_root=root / "outputs" / "pipeline" / STAGE,
-            require_files=("checkpoint_path", "analysis.eigenvector_path"),
-            **grid_settings(params),
-        )
-    prune_results(out / "runs", [r["key"] for results in runs.values() for r in results])
+    methods = settings["methods"]
+    jobs = [
+        [*overrides, f"seed={seed}"] for overrides in methods.values() for seed in settings["seeds"]
+    ]
+    results = run_points(
+        base,
+        jobs,
+        results_dir=out / "runs",
+        output_root=root / "outputs" / "pipeline" / STAGE,
+        require_files=("checkpoint_path", "analysis.eigenvector_path"),
+        **grid_settings(params),
+    )
+    n = len(settings["seeds"])
+    runs = {method: results[i * n : (i + 1) * n] for i, method in enumerate(methods)}
+    prune_results(out / "runs", [r["key"] for r in results])
     return runs
 
 

@@ -107,3 +107,11 @@ def test_editing_a_file_a_stage_imports_makes_dvc_list_that_stage(tmp_path):
         runs_it = {n for n, s in STAGES.items() if ROOT / edited in stage_files(s)}
         assert runs_it and listed == runs_it, edited
         _dvc(tmp_path, "repro", "-q")
+
+
+@pytest.mark.parametrize("name", ["curves", "boundary"])
+def test_stages_that_list_the_training_code_out_keep_it_whole(name):
+    """YAML cannot extend the *training_code anchor, so these stages write the list out (plus
+    the results they read): it must not fall behind the anchor."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert set(dvc["vars"][0]["code"]["training"]) <= set(dvc["stages"][name]["deps"])

@@ -29,6 +29,7 @@ from src.experiments.store import config_key
 from src.models import MLP, initialize
 from src.tracking import TrackingError
 from src.training.batched import BatchedMLP, batch_key
+from src.training.module import RegressionModule
 from src.training.run import build_model, train, train_batched
 from src.training.steps import StepRunner, use_capture
 
@@ -235,6 +236,34 @@ def test_grid_in_batches_stores_what_one_by_one_would(tmp_path, monkeypatch):
         program, overrides = words[:3], words[3:]
         assert program == ["python", "-m", "src.train"]
         assert config_key(validate(compose_config(overrides))) == result["key"]
+
+
+def test_a_stage_reads_runs_another_stage_stored(tmp_path, monkeypatch):
+    """reuse_from: a run already in another store (same key: same config and code) is copied,
+    with its paths re-rooted, not trained; a run in no store is trained."""
+    monkeypatch.chdir(tmp_path)
+    base = ["dataset.limit_train=200", *SMALL, "analysis=off", "logger=none"]
+    (first,) = run_grid(base, {"lr": [0.1]}, tmp_path / "grid" / "runs", batch_models=False)
+    trained = []
+    real_step = RegressionModule.training_step
+
+    def counting_step(self, *args):
+        trained.append(self.records[0].lr)
+        return real_step(self, *args)
+
+    monkeypatch.setattr(RegressionModule, "training_step", counting_step)
+    results = run_grid(
+        base,
+        {"lr": [0.1, 0.2]},
+        tmp_path / "curves" / "runs",
+        batch_models=False,
+        reuse_from=[tmp_path / "grid" / "runs"],
+    )
+    assert set(trained) == {0.2}  # only the run no other stage had
+    assert results[0]["key"] == first["key"]
+    assert results[0]["history"] == first["history"]
+    copied = (tmp_path / "curves" / "runs" / f"{first['key']}.json").read_text()
+    assert str(tmp_path) not in copied  # stored paths stay relative to their store
 
 
 def test_capture_is_skipped_cleanly_without_cuda(compose_cfg):

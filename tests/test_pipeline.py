@@ -146,12 +146,19 @@ def test_every_stage_runs_and_writes_its_outputs(project):
     assert {
         "grid_identity",
         "grid_he",
-        "curves",
         "flat_vs_sharp",
         "linear_check",
         "theory",
         "report",
     } <= names
+    # the curves stage's runs (depth 2, lr 0.5) are runs of the grids: read, not retrained
+    curve_keys = {p.name for p in (work / "results" / "curves" / "runs").glob("*.json")}
+    grid_keys = {
+        p.name
+        for grid in ("grid_identity", "grid_he")
+        for p in (work / "results" / grid / "runs").glob("*.json")
+    }
+    assert len(curve_keys) == 2 and curve_keys <= grid_keys
     grid_runs = [
         r for r in runs if client.get_experiment(r.info.experiment_id).name == "grid_identity"
     ]

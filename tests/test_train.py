@@ -556,8 +556,8 @@ def test_batched_gradient_norms_match_each_member(compose_cfg, tmp_path):
     from src.config import validate
     from src.data import load_dataset
     from src.training.module import RegressionModule
-    from src.training.run import build_model, build_stopping_rule
     from src.training.record import RunRecord
+    from src.training.run import build_model, build_stopping_rule
 
     cfgs = [validate(compose_cfg("depth=3", f"seed={s}", f"lr={lr}")) for s, lr in ((0, 1), (1, 2))]
     data = load_dataset(cfgs[0]["dataset"])
@@ -569,4 +569,6 @@ def test_batched_gradient_norms_match_each_member(compose_cfg, tmp_path):
     for model, norm in zip(models, norms):
         loss = torch.nn.functional.mse_loss(model(data.train_inputs), data.train_targets)
         grads = torch.autograd.grad(loss, list(model.parameters()))
-        assert norm == pytest.approx(float(torch.sqrt(sum(g.pow(2).sum() for g in grads))), rel=1e-5)
+        assert norm == pytest.approx(
+            float(torch.sqrt(sum(g.pow(2).sum() for g in grads))), rel=1e-5
+        )

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from src.config import ConfigValueError, RunConfig, batching_enabled, validate
 from src.data import TensorData, load_dataset
 from src.experiments.store import (
+    adopt_result,
     cached_result,
     config_key,
     load_result,
@@ -260,6 +261,9 @@ def train_in_processes(
     ]
     if not tasks:
         return {}
+    # Longest first (a greedy schedule that keeps every worker busy to the end): a task's cost
+    # is taken as its number of runs x their depth, the per-step cost of equally wide nets.
+    tasks.sort(key=lambda task: -sum(int(r["model"]["depth"]) for r, _ in task[0]))
     prepare_tracking(pending)
     stored: dict[str, dict] = {}
     out = None if output_root is None else str(output_root)
@@ -304,6 +308,7 @@ def run_grid(
     batch_models: str | bool = "auto",
     max_models_per_batch: int = 16,
     workers: int = 2,
+    reuse_from: Sequence[str | Path] = (),
 ) -> list[dict]:
     """Train every combination of `axes` on top of `base_overrides`; return results in grid order.
 
@@ -328,6 +333,7 @@ def run_grid(
         max_models_per_batch,
         workers,
         sweeps=[sweep],
+        reuse_from=reuse_from,
     )
 
 
@@ -343,18 +349,25 @@ def run_points(
     max_models_per_batch: int = 16,
     workers: int = 2,
     sweeps: Sequence[Sequence[str]] | None = None,
+    reuse_from: Sequence[str | Path] = (),
 ) -> list[dict]:
     """Train the runs `jobs` (each a list of overrides, e.g. ['depth=2', 'lr=1.41']) on top of
     `base_overrides`, as `run_grid` does; return their results in the order of `jobs`.
 
     Unlike a grid the jobs need not form a product (the bisection of the stability boundary
     trains one step size per depth per round). A Hydra launcher gets `sweeps` (default
-    `sweeps_of(jobs)`), one multirun each.
+    `sweeps_of(jobs)`), one multirun each. Runs stored in one of the `reuse_from` result
+    stores (other stages') are copied from there instead of trained.
     """
     results_dir = Path(results_dir)
     for partial in results_dir.glob(".*.tmp"):  # left by a process killed mid-write
         partial.unlink()
     jobs = [list(job) for job in jobs]
+    resolved_configs = [validate(compose_config([*base_overrides, *job])) for job in jobs]
+    commands = [retrain_command([*base_overrides, *job]) for job in jobs]
+    for resolved in resolved_configs if reuse_from else ():
+        if cached_result(resolved, results_dir, require_files) is None:
+            adopt_result(resolved, results_dir, reuse_from, require_files)
     hydra_launcher = launcher not in (IN_PROCESS, PROCESSES)
     if hydra_launcher:
         for sweep in sweeps if sweeps is not None else sweeps_of(jobs):
@@ -366,8 +379,6 @@ def run_points(
     def data_for(resolved: Mapping[str, Any]) -> TensorData:
         return cached_data(resolved, data_cache)
 
-    resolved_configs = [validate(compose_config([*base_overrides, *job])) for job in jobs]
-    commands = [retrain_command([*base_overrides, *job]) for job in jobs]
     batch = not hydra_launcher and batching_enabled(batch_models)
     stored: dict[str, dict] = {}
     if launcher == PROCESSES or batch:

@@ -132,6 +132,27 @@ def cached_result(
     return None
 
 
+def adopt_result(
+    resolved: Mapping[str, Any],
+    results_dir: str | Path,
+    sources: Sequence[str | Path],
+    require_files: Sequence[str] = (),
+) -> dict | None:
+    """Copy the run's result from another stage's store into `results_dir`, if one of
+    `sources` holds it (same config key: the same config and training code, so the same run)
+    with its files; return it, or None. A stage whose runs another stage already trained reads
+    them instead of training them again (e.g. the training curves of runs in the grids)."""
+    root = Path(results_dir).resolve()
+    for source in sources:
+        found = cached_result(resolved, source, require_files)
+        if found is not None:
+            root.mkdir(parents=True, exist_ok=True)
+            stored = _map_paths(found, lambda p: os.path.relpath(Path(p).resolve(), root))
+            write_json_atomic(result_path(resolved, results_dir), stored)
+            return found
+    return None
+
+
 def store_result(resolved: Mapping[str, Any], result, results_dir: str | Path) -> dict:
     """Store a TrainResult (paths relative to `results_dir`); return it as `load_result` would."""
     payload = {

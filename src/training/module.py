@@ -93,7 +93,12 @@ def final_metrics(model: MLP, data: TensorData, record: RunRecord, chunk: int = 
         metrics["grad_norm"] = float(stopping.grad_norm)
         if record.initial_grad_norm:
             metrics["grad_norm_ratio"] = float(stopping.grad_norm) / record.initial_grad_norm
-    dead = dead_unit_fractions(model, data.train_inputs, chunk)
+    # (meaningless for a diverged net: its non-finite activations are no units at all)
+    dead = (
+        []
+        if stopping.outcome == "diverged"
+        else dead_unit_fractions(model, data.train_inputs, chunk)
+    )
     metrics.update({f"dead_units_layer_{k + 1}": value for k, value in enumerate(dead)})
     return metrics
 
@@ -317,7 +322,7 @@ class RegressionModule(pl.LightningModule):
             record.history["val_loss"].append(val[slot])
             record.history["step"].append(record.steps)
             record.epoch_seconds.append(seconds / len(self.active))
-            stopping = record.stopping.update(train[slot], lambda: grad_norms()[slot])
+            stopping = record.stopping.update(train[slot], lambda slot=slot: grad_norms()[slot])
             stopping = stopping is not None
             if stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0:
                 log_epoch_losses(

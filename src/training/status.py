@@ -178,9 +178,7 @@ def affine_margin(resolved: Mapping[str, Any]) -> float:
     return LINEAR_NET_AFFINE_MARGIN if resolved["model"]["activation"] == "linear" else 0.0
 
 
-def above_affine(
-    train_loss: float | None, affine_loss: float | None, margin: float = 0.0
-) -> bool:
+def above_affine(train_loss: float | None, affine_loss: float | None, margin: float = 0.0) -> bool:
     """Is the final training loss not below the affine denoiser's (criterion (b))? `margin`
     (relative) admits a loss that equals the reference up to rounding, for models whose best
     fit is that reference (deep linear nets: their global minimum is the least-squares fit)."""
