@@ -21,6 +21,10 @@ from src.paper.tables import load_json, read_csv, write_json
 
 FIGURES = [
     ("Fig. 4a: sharpness over depth and step size, identity init", "fig4a_sharpness_identity.png"),
+    (
+        "Fig. 4d: the stability boundary lr_max(m) by bisection, and the flattest minimum vs 2/lr_max",
+        "fig4d_lr_max_boundary.png",
+    ),
     ("Fig. 4b: flattest minimum vs depth, identity init", "fig4b_flattest_vs_depth.png"),
     ("Sharpness vs the stability limit 2/η, identity init", "fig4c_stability_identity.png"),
     ("Fig. 5a: sharpness over depth and step size, He init", "fig5a_sharpness_he.png"),
