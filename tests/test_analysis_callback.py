@@ -153,6 +153,27 @@ def test_unstable_minimum_is_not_converged(compose_cfg, tmp_path, mlflow_uri, mo
     assert run.data.tags["stop_reason"] == "lr_lambda_above_limit"
 
 
+@pytest.mark.slow
+def test_a_minimum_whose_hessian_solve_fails_is_unverified(compose_cfg, tmp_path, mlflow_uri):
+    """A stationary point below the reference whose lambda_max cannot be measured (the solver
+    gets too few Hessian-vector products for its tolerance) is never counted as a minimum."""
+    overrides = (
+        *CONVERGING_LINEAR_RUN,
+        "analysis=default",
+        "analysis.gains.enabled=false",
+        "analysis.sharpness.max_hvps=2",
+        "analysis.sharpness.tol=1e-12",
+        "logger=mlflow",
+    )
+    result = train(compose_cfg(*overrides), output_dir=tmp_path)
+    assert (result.status, result.reason) == ("unverified", "hessian_solve_failed")
+    assert result.analysis["lambda_max"] is None
+    assert result.loss_vs_affine < 1.001  # it did reach the least-squares fit
+    run = next(r for r in all_runs(mlflow_uri) if r.info.run_id == result.run_id)
+    assert run.data.tags["status"] == "unverified"
+    assert run.data.tags["hessian_status"].startswith("not converged")
+
+
 def test_stability_limit_depends_on_the_optimizer(compose_cfg):
     from src.config import validate
     from src.training.status import stability_limit
