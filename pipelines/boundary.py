@@ -14,6 +14,8 @@ Writes (relative to --root):
   results/boundary/boundary.json       per depth: lr_max, bracket, probes; the power-law fit;
                                        flattest lambda_max beside 2 / lr_max (dvc metrics)
   results/boundary/boundary.csv        one row per grid run used and per probe
+  results/boundary/lr_max.csv          one row per depth: lr_max, its bracket, 2 / lr_max, the
+                                       flattest lambda_max (dvc plots)
   figures/fig4d_lr_max_boundary.{png,pdf}
 """
 
@@ -58,6 +60,14 @@ CSV_COLUMNS = (
     "key",
 )
 FIGURE = "fig4d_lr_max_boundary.png"
+LR_MAX_COLUMNS = (
+    "depth",
+    "state",
+    "lr_max",
+    "lr_max_hi",
+    "two_over_lr_max",
+    "flattest_lambda_max",
+)
 
 
 def search_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +153,7 @@ def run(params_path: str, root: str) -> None:
     }
     write_json(out / "boundary.json", payload)
     write_csv(out / "boundary.csv", csv_rows(grid, boundaries, probes), CSV_COLUMNS)
+    write_csv(out / "lr_max.csv", payload["stability"], LR_MAX_COLUMNS)
     boundary_figure(payload, root_path / "figures" / FIGURE)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from src.console import VERBOSE_ENV, quiet_notices
 from src.errors import USER_ERRORS
 from src.signals import exit_on_signals
 
@@ -91,13 +92,26 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
         "--params", default="params.yaml", help="params file (default: params.yaml)"
     )
     parser.add_argument("--root", default=".", help="where results/ and figures/ are written")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help=f"show every third-party message (as {VERBOSE_ENV}=1 does)",
+    )
     return parser
 
 
-def setup_logging() -> None:
+def setup_logging(verbose: bool = False) -> None:
+    """INFO lines of this project; Lightning, MLflow and alembic at WARNING, and a few notices
+    silenced (src.console.quiet_notices). `verbose` (or $FLATMINIMA_VERBOSE) keeps them all, in
+    this process and in the processes it starts (worker pools, Hydra launchers)."""
     import pytorch_lightning  # noqa: F401  (it sets its own log level on import: import it first)
 
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not quiet_notices(verbose):
+        return
     for noisy in (
         "pytorch_lightning",
         "lightning_fabric",
@@ -119,7 +133,7 @@ def stage_main(
     if configure is not None:
         configure(parser)
     args = parser.parse_args(argv)
-    setup_logging()
+    setup_logging(args.verbose)
     exit_on_signals()
     try:
         run(args)

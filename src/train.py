@@ -3,12 +3,16 @@
 
 python -m src.train depth=12 lr=0.5 -m          # one job, Hydra multirun
 python -m src.train -m depth=2,4 lr=0.1,0.5     # four jobs, one MLflow run each
+
+Every run ends with a summary (status, losses, sharpness, MLflow run, `mlflow ui` command); a
+multirun ends with a table of its jobs (src.hydra_callbacks.JobTable). Third-party notices are
+silenced (src.console); `hydra.verbose=true` or FLATMINIMA_VERBOSE=1 keeps them.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+import time
 from typing import Any
 
 import hydra
@@ -16,12 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.console import format_summary, quiet_notices, remember_summary, run_summary
 from src.errors import USER_ERRORS
 from src.experiments.grid import retrain_command, train_cached
 from src.signals import exit_on_signals
 from src.training.run import train
-
-log = logging.getLogger(__name__)
+from src.training.status import stability_limit
 
 
 def hydra_tags() -> dict[str, Any]:
@@ -40,9 +44,21 @@ def job_overrides() -> list[str]:
     return [o for o in HydraConfig.get().overrides.task if not o.startswith("results_dir=")]
 
 
+def summary_title() -> str:
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return "run summary:"
+    return f"run summary, job #{hc.job.num} ({' '.join(job_overrides()) or 'no overrides'}):"
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    """Train one run; print its summary; return its final training loss (what a sweeper
+    minimizing it reads). The summary is also kept for the multirun's job table
+    (src.hydra_callbacks.JobTable)."""
+    started = time.perf_counter()
     exit_on_signals()
+    quiet_notices(verbose=bool(HydraConfig.get().verbose))  # $FLATMINIMA_VERBOSE also keeps them
     output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
     command = retrain_command(job_overrides())
     try:
@@ -55,12 +71,14 @@ def main(cfg: DictConfig) -> float | None:
             result = result.to_dict()
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
-    log.info(
-        "status=%s (%s) final_train_loss=%.6g",
-        result["status"],
-        result.get("reason"),
-        result["final_train_loss"],
+    summary = run_summary(
+        result,
+        logger=cfg.logger,
+        wall_s=time.perf_counter() - started,
+        stability_limit=stability_limit(cfg),
     )
+    remember_summary(summary)
+    print(f"\n{summary_title()}\n{format_summary(summary)}", flush=True)
     return result["final_train_loss"]
 
 

@@ -24,6 +24,7 @@ LAYERS = {
     "src.analysis": 0,
     "src.errors": 1,
     "src.hydra_callbacks": 1,
+    "src.console": 1,
     "src.training": 2,
     "src.experiments": 3,
     "src.paper": 3,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shutil
@@ -174,6 +176,86 @@ def test_every_stage_runs_and_writes_its_outputs(project):
 def test_second_repro_runs_nothing(project):
     out = _sh([project["dvc"], "repro"], project["work"], project["env"])
     assert _ran(out) == set(), out
+
+
+def _vega_specs(html: str) -> dict[str, dict]:
+    """The Vega-Lite specs `dvc plots show` embeds in its HTML, by plot id."""
+    specs = {}
+    decoder = json.JSONDecoder()
+    pattern = r'id\s*=\s*"([^"]+)"\s*>\s*<script[^>]*>\s*var spec\s*=\s*'
+    for match in re.finditer(pattern, html):
+        specs[match.group(1)], _ = decoder.raw_decode(html, match.end())
+    return specs
+
+
+def _marks(spec: dict) -> list[str]:
+    """Every mark type of a (layered, faceted) spec."""
+    inner = spec.get("spec", spec)
+    found = [inner["mark"]] if "mark" in inner else []
+    found += [layer["mark"] for layer in inner.get("layer", [])]
+    return [m["type"] if isinstance(m, dict) else m for m in found]
+
+
+def test_dvc_plots_show_renders_every_grid(project):
+    work, env = project["work"], project["env"]
+    out = project["root"] / "dvc_plots"
+    _sh([project["dvc"], "plots", "show", "-o", str(out)], work, env)
+    html = (out / "index.html").read_text()
+    specs = _vega_specs(html)
+
+    def rows(path: str) -> list[dict]:
+        with (work / path).open() as handle:
+            return list(csv.DictReader(handle))
+
+    # the lambda_max heatmap of each grid: depth x lr tiles, every run of the grid in it,
+    # converged tiles coloured by lambda_max and the others labelled with their status
+    for init in ("identity", "he"):
+        spec = specs[f"lambda_max_{init}"]
+        data = spec["data"]["values"]
+        grid = rows(f"results/grid_{init}/grid.csv")
+        assert len(data) == len(grid) > 0 and {d["init"] for d in data} == {init}
+        assert {(d["depth"], d["lr"], d["status"]) for d in data} == {
+            (g["depth"], g["lr"], g["status"]) for g in grid
+        }
+        encoding = spec["spec"]["encoding"]
+        assert (encoding["x"]["field"], encoding["y"]["field"]) == ("lr", "depth")
+        assert encoding["x"]["type"] == encoding["y"]["type"] == "ordinal"
+        assert _marks(spec).count("rect") == 2 and "text" in _marks(spec)
+        colour = spec["spec"]["layer"][0]
+        assert colour["encoding"]["color"]["field"] == "lambda_max"
+        assert "converged" in json.dumps(colour["transform"])
+
+    # the bisection towards lr_max(m): every grid run and probe of the boundary stage
+    spec = specs["stability_boundary"]
+    boundary = rows("results/boundary/boundary.csv")
+    assert len(spec["data"]["values"]) == len(boundary) > 0
+    assert (spec["encoding"]["x"]["field"], spec["encoding"]["y"]["field"]) == ("depth", "lr")
+    assert spec["encoding"]["color"]["field"] == "status"
+
+    # lr_max(m) per depth, with its bracket (the tiny grid brackets no depth: rows, no values)
+    spec = specs["lr_max_curve"]
+    lr_max = rows("results/boundary/lr_max.csv")
+    assert len(spec["data"]["values"]) == len(lr_max) > 0
+    assert (spec["encoding"]["x"]["field"], spec["layer"][1]["encoding"]["y"]["field"]) == (
+        "depth",
+        "lr_max",
+    )
+
+    # the training curves, train and validation loss per init
+    spec = specs["training_curves"]
+    data = spec["data"]["values"]
+    assert {d["init"] for d in data} == {"identity", "he"}
+    assert {d["field"] for d in data} == {"train_loss", "val_loss"}
+    assert len(data) == 2 * len(rows("results/curves/curves.csv"))
+    assert spec["encoding"]["x"]["field"] == "iteration"
+    assert spec["encoding"]["color"]["field"] == "init"
+    assert _marks(spec) == ["line"]
+
+    # the matplotlib figures stay in the page
+    for name in FIGURES:
+        if name != "linear_check":
+            assert f"static/workspace_figures_{name}.png" in html, name
+            assert (out / "static" / f"workspace_figures_{name}.png").stat().st_size > 1000
 
 
 def test_changing_one_grid_reruns_only_that_grid_and_dependents(project):

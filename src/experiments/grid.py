@@ -28,6 +28,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from src.config import ConfigValueError, RunConfig, batching_enabled, validate
+from src.console import quiet_notices
 from src.data import TensorData, load_dataset
 from src.experiments.store import (
     adopt_result,
@@ -156,9 +157,11 @@ _WORKER_DATA: dict[str, TensorData] = {}  # a worker's data sets, loaded once pe
 
 def _start_worker() -> None:
     """A worker trains with one thread (the pool is the parallelism) and ends on SIGTERM /
-    SIGINT through Python's exception path, so its open MLflow run is closed as KILLED."""
+    SIGINT through Python's exception path, so its open MLflow run is closed as KILLED. It
+    prints what its parent would (src.console: quiet unless $FLATMINIMA_VERBOSE)."""
     torch.set_num_threads(1)
     exit_on_signals()
+    quiet_notices()
 
 
 class WorkerConfigError(ConfigValueError):

@@ -1,0 +1,214 @@
+"""What a run prints: third-party notices silenced at their source (real warnings still shown,
+a switch restores them), a summary at the end of every run that agrees with its MLflow record,
+and a table at the end of a multirun."""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+import pytest
+from support import all_runs, run_cli
+
+from pipelines.common import setup_logging, stage_parser
+from src.console import (
+    LEAFSPEC_WARNING,
+    NOTICE_LOGGERS,
+    VERBOSE_ENV,
+    format_job_table,
+    format_summary,
+    quiet_notices,
+    run_summary,
+)
+
+# The notices, as Lightning and torch print them (issue 13).
+NOTICES = [
+    "💡 Tip: For seamless cloud logging",
+    "GPU available:",
+    "TPU available:",
+    "`Trainer(limit_train_batches=1.0)` was configured",
+    "`isinstance(treespec, LeafSpec)` is deprecated",
+]
+TINY = ["dataset.limit_train=200", "dataset.resolution=7", "trainer.max_epochs=2", "analysis=off"]
+
+
+@pytest.fixture
+def notices_restored(monkeypatch):
+    """Each test starts and ends with nothing silenced in this (pytest's) process."""
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    quiet_notices(verbose=True)
+    yield
+    quiet_notices(verbose=True)
+
+
+class Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def lightning_notices() -> list[str]:
+    """What Lightning's rank-zero logger lets through while a Trainer is built (the GPU, TPU,
+    limit_train_batches and litlogger notices are all logged there)."""
+    import pytorch_lightning as pl
+
+    capture = Capture()
+    rank_zero = logging.getLogger(NOTICE_LOGGERS[0])
+    rank_zero.addHandler(capture)
+    level = rank_zero.level
+    rank_zero.setLevel(logging.INFO)
+    try:
+        pl.Trainer(accelerator="cpu", logger=False, limit_train_batches=1.0, max_epochs=1)
+        rank_zero.info("a message of this run")  # anything else passes
+    finally:
+        rank_zero.removeHandler(capture)
+        rank_zero.setLevel(level)
+    return capture.messages
+
+
+def shown(*messages: tuple[str, type[Warning]]) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        for message, category in messages:
+            warnings.warn(message, category, stacklevel=1)
+    return [str(w.message) for w in caught]
+
+
+def test_notices_are_silenced_and_the_switches_restore_them(notices_restored, monkeypatch):
+    heard = lightning_notices()
+    assert any(m.startswith("GPU available:") for m in heard)  # Lightning says them at all
+    assert quiet_notices() is True
+    assert lightning_notices() == ["a message of this run"]
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    assert quiet_notices() is False
+    assert lightning_notices() == heard
+    monkeypatch.setenv(VERBOSE_ENV, "0")
+    assert quiet_notices() is True and quiet_notices(verbose=True) is False  # hydra.verbose
+    assert lightning_notices() == heard
+
+
+def test_real_warnings_are_still_shown(notices_restored):
+    leafspec = LEAFSPEC_WARNING.replace("\\", "") + ", use `isinstance(...)` instead."
+    with warnings.catch_warnings():
+        warnings.resetwarnings()  # not pytest's filters (pyproject.toml ignores this one too)
+        quiet_notices()
+        assert quiet_notices() is True  # idempotent
+        assert shown(
+            ("x: a real warning", UserWarning),
+            (leafspec, FutureWarning),
+            ("another deprecation", FutureWarning),
+        ) == ["x: a real warning", "another deprecation"]
+        quiet_notices(verbose=True)
+        assert shown((leafspec, FutureWarning)) == [leafspec]
+
+
+def test_pipeline_stages_take_a_verbose_flag(notices_restored, monkeypatch):
+    assert stage_parser("a stage").parse_args(["--verbose"]).verbose
+    assert not stage_parser("a stage").parse_args([]).verbose
+    monkeypatch.setenv(VERBOSE_ENV, "")  # restored after the test
+    setup_logging(verbose=True)  # also for the workers and launchers it starts: the environment
+    assert quiet_notices() is False
+
+
+def test_summary_names_the_store_the_run_used(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
+    cfg = compose_cfg("logger=mlflow", "logger.experiment_name=exp")
+    result = {
+        "status": "converged",
+        "reason": "stationary_below_affine",
+        "final_train_loss": 0.03,
+        "final_val_loss": 0.04,
+        "loss_vs_affine": 0.75,
+        "affine_baseline_loss": 0.04,
+        "analysis": {"lambda_max": 3.5, "lr_times_lambda_max": 1.75},
+        "epochs": 12,
+        "run_id": "abc123",
+        "output_dir": str(tmp_path),
+    }
+    summary = run_summary(result, logger=cfg.logger, wall_s=2.5, stability_limit=2.0)
+    assert summary["tracking_uri"] == f"sqlite:///{tmp_path}/env.db"
+    text = format_summary(summary)
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/env.db" in text
+    assert "abc123 (experiment exp)" in text and "1.75 (linearly stable at most 2)" in text
+    cfg = compose_cfg("logger=none")
+    text = format_summary(run_summary(result, logger=cfg.logger, wall_s=1.0))
+    assert "tracking off" in text and "mlflow ui" not in text and "abc123" not in text
+    table = format_job_table(
+        [
+            {**summary, "job_num": 1, "overrides": ["depth=2", "seed=0"]},
+            {**summary, "job_num": 0, "overrides": ["depth=1", "seed=0"]},
+        ]
+    )
+    lines = table.splitlines()
+    assert lines[0] == "every job: seed=0" and lines[2].split()[:2] == ["0", "depth=1"]
+
+
+def summary_fields(output: str) -> dict[str, str]:
+    """The `label  value` lines of the (last) run summary printed."""
+    block = output.rsplit("run summary", 1)[1].splitlines()[1:]
+    fields = {}
+    for line in block:
+        match = re.match(r"^  (\S.*?)\s{2,}(.*)$", line)
+        if not match:
+            break
+        fields[match[1]] = match[2]
+    return fields
+
+
+@pytest.mark.slow
+def test_cli_run_is_quiet_and_its_summary_is_its_mlflow_record(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(
+        *TINY,
+        "logger=mlflow",
+        f"logger.tracking_uri={uri}",
+        "logger.experiment_name=console",
+        f"hydra.run.dir={tmp_path}/run",
+        env={VERBOSE_ENV: ""},
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert [n for n in NOTICES if n in output] == []
+    fields = summary_fields(proc.stdout)
+    (run,) = all_runs(uri)
+    experiment = mlflow.MlflowClient(uri).get_experiment(run.info.experiment_id).name
+    tags, metrics = run.data.tags, run.data.metrics
+    assert fields["status"] == f"{tags['status']} ({tags['stop_reason']})"
+    assert float(fields["train loss"]) == pytest.approx(metrics["final_train_loss"], rel=1e-5)
+    assert float(fields["val loss"]) == pytest.approx(metrics["final_val_loss"], rel=1e-5)
+    ratio = float(fields["loss / affine"].split()[0])
+    assert ratio == pytest.approx(metrics["loss_vs_affine"], rel=1e-3)
+    assert fields["MLflow run"] == f"{run.info.run_id} (experiment {experiment})"
+    assert experiment == "console"
+    assert fields["view it"] == f"mlflow ui --backend-store-uri {uri}"
+    assert fields["outputs"] == f"{tmp_path}/run"
+    assert fields["wall time"].endswith(f"s, {int(metrics['epochs'])} epochs")
+
+
+@pytest.mark.slow
+def test_multirun_ends_with_a_table_of_its_jobs_and_verbose_restores_notices(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(
+        "-m",
+        "depth=1,2",
+        *TINY,
+        f"logger.tracking_uri={uri}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "hydra.verbose=true",
+        env={VERBOSE_ENV: ""},
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert [n for n in NOTICES if n not in output] == []  # hydra.verbose: nothing silenced
+    table = proc.stdout.split("multirun: 2 jobs", 1)[1].splitlines()
+    rows = [line.split() for line in table if re.match(r"^\d+ ", line)]
+    assert [row[:2] for row in rows] == [["0", "depth=1"], ["1", "depth=2"]]
+    by_depth = {r.data.params["model.depth"]: r for r in all_runs(uri)}
+    assert [row[-1] for row in rows] == [by_depth["1"].info.run_id, by_depth["2"].info.run_id]
+    assert [row[2] for row in rows] == [by_depth[d].data.tags["status"] for d in ("1", "2")]
+    assert f"view them: mlflow ui --backend-store-uri {uri}" in table
