@@ -45,7 +45,7 @@ from src.data import load_dataset
 from src.experiments.grid import compose_config, run_points
 from src.experiments.store import prune_results
 from src.models import MLP
-from src.paper.tables import CONVERGED, dead_fraction_max, write_csv, write_json
+from src.paper.tables import CONVERGED, dead_fraction_max, finite_or_none, write_csv, write_json
 
 STAGE = "flat_vs_sharp"
 TABLE_FIELDS = ("final_train_loss", "final_val_loss", "lambda_max")
@@ -100,21 +100,14 @@ def run_entry(result: dict) -> dict:
         "status": result["status"],
         "reason": result.get("reason"),
         "epochs": result.get("epochs"),
-        "final_train_loss": _number(result.get("final_train_loss")),
-        "final_val_loss": _number(result.get("final_val_loss")),
-        "lambda_max": _number(analysis.get("lambda_max")),
-        "affine_baseline_loss": _number(result.get("affine_baseline_loss")),
-        "loss_vs_affine": _number(result.get("loss_vs_affine")),
+        "final_train_loss": finite_or_none(result.get("final_train_loss")),
+        "final_val_loss": finite_or_none(result.get("final_val_loss")),
+        "lambda_max": finite_or_none(analysis.get("lambda_max")),
+        "affine_baseline_loss": finite_or_none(result.get("affine_baseline_loss")),
+        "loss_vs_affine": finite_or_none(result.get("loss_vs_affine")),
         "dead_fraction_max": dead_fraction_max(result.get("dead_units")),
         "key": result.get("key"),
     }
-
-
-def _number(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 def mean_std(values: list[float]) -> dict:

@@ -304,40 +304,21 @@ def run_grid(
     base_overrides: Sequence[str],
     axes: Mapping[str, Sequence[Any]],
     results_dir: str | Path,
-    output_root: str | Path | None = None,
-    launcher: str = IN_PROCESS,
-    launcher_overrides: Sequence[str] = (),
-    require_files: Sequence[str] = (),
-    batch_models: str | bool = "auto",
-    max_models_per_batch: int = 16,
-    workers: int = 2,
-    reuse_from: Sequence[str | Path] = (),
+    **options: Any,
 ) -> list[dict]:
     """Train every combination of `axes` on top of `base_overrides`; return results in grid order.
 
-    launcher="inprocess" trains here, loading each data set once; with `batch_models` (auto:
-    when a GPU is present) the runs that differ only in seed or lr are trained together as
-    batched models of up to `max_models_per_batch` members (src.training.batched).
-    launcher="processes" trains the same runs (or batches) in `workers` single-thread worker
-    processes. Any other value is a Hydra launcher option (`submitit_slurm`, `submitit_local`,
-    `joblib`, `basic`): the grid becomes one Hydra multirun whose jobs write their results to
-    `results_dir`; runs already there are skipped by the jobs themselves.
+    `options` are run_points' (launcher, workers, batching, reuse_from, ...): launcher="inprocess"
+    trains here, loading each data set once; with `batch_models` (auto: when a GPU is present)
+    the runs that differ only in seed or lr are trained together as batched models of up to
+    `max_models_per_batch` members (src.training.batched). launcher="processes" trains the same
+    runs (or batches) in `workers` single-thread worker processes. Any other value is a Hydra
+    launcher option (`submitit_slurm`, `submitit_local`, `joblib`, `basic`): the grid becomes
+    one Hydra multirun whose jobs write their results to `results_dir`; runs already there are
+    skipped by the jobs themselves.
     """
     sweep = [f"{name}={','.join(str(v) for v in values)}" for name, values in axes.items()]
-    return run_points(
-        base_overrides,
-        expand_grid(axes),
-        results_dir,
-        output_root,
-        launcher,
-        launcher_overrides,
-        require_files,
-        batch_models,
-        max_models_per_batch,
-        workers,
-        sweeps=[sweep],
-        reuse_from=reuse_from,
-    )
+    return run_points(base_overrides, expand_grid(axes), results_dir, sweeps=[sweep], **options)
 
 
 def run_points(

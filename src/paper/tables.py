@@ -92,7 +92,7 @@ def grid_rows(results: Iterable[dict]) -> list[dict[str, Any]]:
     for result in results:
         cfg = result["config"]
         analysis = result.get("analysis") or {}
-        lam = _finite_or_none(analysis.get("lambda_max"))
+        lam = finite_or_none(analysis.get("lambda_max"))
         lr = float(cfg["optimizer"]["lr"])
         rows.append(
             {
@@ -106,9 +106,9 @@ def grid_rows(results: Iterable[dict]) -> list[dict[str, Any]]:
                 "epochs": int(result["epochs"]),
                 "final_train_loss": _finite(result["final_train_loss"]),
                 "final_val_loss": _finite(result["final_val_loss"]),
-                "affine_baseline_loss": _finite_or_none(result.get("affine_baseline_loss")),
-                "loss_vs_affine": _finite_or_none(result.get("loss_vs_affine")),
-                "grad_norm_ratio": _finite_or_none(result.get("grad_norm_ratio")),
+                "affine_baseline_loss": finite_or_none(result.get("affine_baseline_loss")),
+                "loss_vs_affine": finite_or_none(result.get("loss_vs_affine")),
+                "grad_norm_ratio": finite_or_none(result.get("grad_norm_ratio")),
                 "dead_fraction_max": dead_fraction_max(result.get("dead_units")),
                 "lambda_max": lam,
                 "lr_times_lambda_max": None if lam is None else lr * lam,
@@ -130,7 +130,8 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _finite_or_none(value) -> float | None:
+def finite_or_none(value) -> float | None:
+    """A finite float, or None for a missing or non-finite value (JSON and CSV cells)."""
     return None if value is None else _finite(value)
 
 
