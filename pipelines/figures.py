@@ -5,7 +5,8 @@ results. Never trains.
 
 Writes figures/{fig4a_sharpness_identity, fig4b_flattest_vs_depth, fig4c_stability_identity,
 fig5a_sharpness_he, fig5b_training_curves, fig6_gains, fig7_cross_sections,
-linear_check}.{png,pdf}.
+fig_hessian_density, linear_check}.{png,pdf}, and fig7_cross_sections_<method>.{png,pdf} for each
+method beyond the paper's two (flat_vs_sharp's methods in params.yaml, e.g. SAM).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pipelines.common import stage_main
 from src.paper import figures
 from src.paper.tables import load_json, read_csv
 
-LABELS = {"sgd": "SGD (flat)", "adam": "Adam (sharp)"}
+LABELS = {"sgd": "SGD (flat)", "adam": "Adam (sharp)", "sam": "SAM"}
 
 
 def run(root: str) -> list[Path]:
@@ -76,6 +77,40 @@ def run(root: str) -> list[Path]:
         ax.text(0.5, 0.5, "no cross-sections: a flat_vs_sharp run diverged", ha="center")
         ax.axis("off")
         paths.append(figures.save(fig, out / "fig7_cross_sections.png", figures.FORMATS))
+    paths += others_cross_sections(results / "flat_vs_sharp", out)
+    paths.append(
+        figures.spectral_densities(
+            load_json(results / "flat_vs_sharp" / "spectra.json"),
+            out / "fig_hessian_density.png",
+            LABELS,
+        )
+    )
+    return paths
+
+
+def others_cross_sections(results: Path, out: Path) -> list[Path]:
+    """Fig. 7 for the methods beyond the paper's two (e.g. SAM) against the sharp one, one
+    figure each: figures/fig7_cross_sections_<method>.png. A method without a pair of minima
+    gets a figure that says so."""
+    stored = dict(np.load(results / "cross_sections_others.npz"))
+    pairs = read_csv(results / "pairs_others.csv")
+    methods = list(dict.fromkeys(key.split(":", 1)[0] for key in stored))
+    paths = []
+    for method in methods:
+        arrays = {k.split(":", 1)[1]: v for k, v in stored.items() if k.startswith(f"{method}:")}
+        path = out / f"fig7_cross_sections_{method}.png"
+        if "unavailable" in arrays:
+            fig, ax = figures.plt.subplots(figsize=(5, 2))
+            ax.text(
+                0.5, 0.5, f"no cross-sections: no pair of {method} and sharp minima", ha="center"
+            )
+            ax.axis("off")
+            paths.append(figures.save(fig, path, figures.FORMATS))
+            continue
+        own = [p for p in pairs if p.get("method") == method]
+        paths.append(
+            figures.cross_sections(arrays, own, path, LABELS, subject=LABELS.get(method, method))
+        )
     return paths
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `flat_vs_sharp` (Table S1, Figs 6-7): SGD (flat) vs Adam (sharp) minima.
+"""DVC stage `flat_vs_sharp` (Table S1, Figs 6-7): SGD (flat) vs Adam (sharp) minima, and beyond
+the paper the minima of further methods (SAM) measured beside them.
 
     python -m pipelines.flat_vs_sharp [--params params.yaml] [--root .]
 
@@ -19,6 +20,14 @@ their status and reason, never dropped. Writes under results/flat_vs_sharp/:
                          vs each lambda_max
   summary.json           the numbers the report checks (dvc metrics), and the pairs skipped
                          because a run of the pair is not a minimum
+  cross_sections_others.npz, pairs_others.csv
+                         the same Fig. 7 cross-sections and pair curvatures for every further
+                         method (params.yaml's methods after the first two, e.g. SAM) against
+                         the sharp one; npz keys are prefixed `<method>:`
+  spectra.json           per run: lambda_1, lambda_2 and their gap ratio, the Hessian trace
+                         (Hutchinson, with its standard error) and the density's moments, with
+                         each measure's cost in HVPs; per method the eigenvalue density of its
+                         first converged run (the density figure)
 """
 
 from __future__ import annotations
@@ -45,9 +54,17 @@ from src.data import load_dataset
 from src.experiments.grid import compose_config, run_points
 from src.experiments.store import prune_results
 from src.models import MLP
-from src.paper.tables import CONVERGED, dead_fraction_max, finite_or_none, write_csv, write_json
+from src.paper.tables import (
+    CONVERGED,
+    dead_fraction_max,
+    finite_or_none,
+    load_json,
+    write_csv,
+    write_json,
+)
 
 STAGE = "flat_vs_sharp"
+REQUIRED_FILES = ("checkpoint_path", "analysis.eigenvector_path", "analysis.density_path")
 TABLE_FIELDS = ("final_train_loss", "final_val_loss", "lambda_max")
 # Gain search at several radii (issue 11 item 5): factors of the mean training-input norm, with
 # a cheaper search than the main one (defaults when params.yaml leaves them out).
@@ -83,7 +100,7 @@ def train_methods(params: dict, settings: dict, root: Path) -> dict[str, list[di
         jobs,
         results_dir=out / "runs",
         output_root=root / "outputs" / "pipeline" / STAGE,
-        require_files=("checkpoint_path", "analysis.eigenvector_path"),
+        require_files=REQUIRED_FILES,
         **grid_settings(params),
     )
     n = len(settings["seeds"])
@@ -226,21 +243,11 @@ def cross_sections(
             line_losses.append(
                 loss_along_line(model_f, F.mse_loss, x, y, theta_f, theta_s, line_ts, chunk)
             )
-            alpha = (theta_s - theta_f) / (theta_s - theta_f).norm()
-            curv_f = float(alpha @ hessian_vector_product(model_f, F.mse_loss, x, y, alpha, chunk))
-            curv_s = float(alpha @ hessian_vector_product(model_s, F.mse_loss, x, y, alpha, chunk))
-            pairs.append(
-                {
-                    f"{flat}_seed": runs[flat][i]["config"]["seed"],
-                    f"{sharp}_seed": runs[sharp][j]["config"]["seed"],
-                    "distance": float((theta_s - theta_f).norm()),
-                    f"line_curvature_{flat}": curv_f,
-                    f"line_curvature_{sharp}": curv_s,
-                    f"lambda_max_{flat}": runs[flat][i]["analysis"].get("lambda_max"),
-                    f"lambda_max_{sharp}": runs[sharp][j]["analysis"].get("lambda_max"),
-                    "flat_looks_sharper_on_line": curv_f > curv_s,
-                }
-            )
+            ends = {
+                flat: (runs[flat][i], model_f, theta_f),
+                sharp: (runs[sharp][j], model_s, theta_s),
+            }
+            pairs.append(pair_curvatures(ends, x, y, chunk))
     # Close-ups of the first pair around each end (Fig. 7 b, c), in units of the line parameter t.
     closeup = {
         flat: loss_along_line(
@@ -291,6 +298,93 @@ def cross_sections(
         "methods": np.array([flat, sharp]),
     }
     return arrays, pairs
+
+
+def pair_curvatures(ends: dict, x: torch.Tensor, y: torch.Tensor, chunk) -> dict:
+    """One pair of minima {method: (result, model, theta)}, the first the one whose flatness
+    is in question: the curvature alpha^T H alpha along the unit line direction alpha at each
+    end (exact, one Hessian-vector product each), beside each end's lambda_max (Lemma 2)."""
+    (a, (run_a, model_a, theta_a)), (b, (run_b, model_b, theta_b)) = ends.items()
+    alpha = (theta_b - theta_a) / (theta_b - theta_a).norm()
+    curv_a = float(alpha @ hessian_vector_product(model_a, F.mse_loss, x, y, alpha, chunk))
+    curv_b = float(alpha @ hessian_vector_product(model_b, F.mse_loss, x, y, alpha, chunk))
+    return {
+        f"{a}_seed": run_a["config"]["seed"],
+        f"{b}_seed": run_b["config"]["seed"],
+        "distance": float((theta_b - theta_a).norm()),
+        f"line_curvature_{a}": curv_a,
+        f"line_curvature_{b}": curv_b,
+        f"lambda_max_{a}": run_a["analysis"].get("lambda_max"),
+        f"lambda_max_{b}": run_b["analysis"].get("lambda_max"),
+        "flat_looks_sharper_on_line": curv_a > curv_b,
+    }
+
+
+def other_methods(
+    runs: dict[str, list[dict]], settings: dict, data, others: list[str], sharp: str
+) -> tuple[dict, list[dict], dict]:
+    """Fig. 7 for each further method (e.g. SAM) against the sharp one: its cross-section
+    arrays (keys prefixed `<method>:`), its pairs (with a `method` column: the first end) and,
+    per method, the pairs skipped because a run is not a minimum."""
+    arrays, pairs, skipped = {}, [], {}
+    for method in others:
+        compared, skipped[method] = pair_plan(runs, method, sharp)
+        if not compared:
+            arrays[f"{method}:unavailable"] = np.array(True)
+            continue
+        section, method_pairs = cross_sections(runs, settings, data, method, sharp)
+        arrays.update({f"{method}:{key}": value for key, value in section.items()})
+        pairs += [{"method": method, **pair} for pair in method_pairs]
+    return arrays, pairs, skipped
+
+
+def spectra(runs: dict[str, list[dict]]) -> dict:
+    """What the analysis measured beyond lambda_max at each run's final weights: the top two
+    eigenvalues and their gap ratio, the trace (Hutchinson) and the density's moments, each
+    with its cost in HVPs; and per method the density of its first converged run."""
+    out: dict = {"runs": {}, "densities": {}}
+    for method, results in runs.items():
+        rows = []
+        for result in results:
+            analysis = result.get("analysis") or {}
+            eigenvalues = analysis.get("eigenvalues") or []
+            trace = analysis.get("trace") or {}
+            density = analysis.get("density") or {}
+            rows.append(
+                {
+                    "seed": int(result["config"]["seed"]),
+                    "status": result["status"],
+                    "reason": result.get("reason"),
+                    "lambda_1": finite_or_none(eigenvalues[0]) if eigenvalues else None,
+                    "lambda_2": finite_or_none(eigenvalues[1]) if len(eigenvalues) > 1 else None,
+                    "gap_ratio": finite_or_none(analysis.get("lambda_gap_ratio")),
+                    "lambda_hvps": analysis.get("hessian_hvps"),
+                    "trace": finite_or_none(trace.get("trace")),
+                    "trace_stderr": finite_or_none(trace.get("stderr")),
+                    "trace_probes": trace.get("probes"),
+                    "trace_hvps": trace.get("hvps"),
+                    "trace_converged": trace.get("converged"),
+                    "density_moments": density.get("moments"),
+                    "density_top_edge": finite_or_none(density.get("top_edge")),
+                    "density_hvps": density.get("hvps"),
+                    "parameters": density.get("num_parameters"),
+                }
+            )
+        out["runs"][method] = rows
+        first = next(
+            (r for r in results if r["status"] == CONVERGED and r["analysis"].get("density_path")),
+            None,
+        )
+        if first is not None:
+            saved = load_json(Path(first["analysis"]["density_path"]))
+            out["densities"][method] = {
+                "seed": int(first["config"]["seed"]),
+                "grid": saved["grid"],
+                "density": saved["density"],
+                "lambda_max": finite_or_none(first["analysis"].get("lambda_max")),
+                "sigma": saved["sigma"],
+            }
+    return out
 
 
 def training_input_gains(model: MLP, inputs: torch.Tensor, chunk: int = 4096) -> dict:
@@ -382,7 +476,7 @@ def run(params_path: str, root: str) -> None:
     settings = profile_settings(params, STAGE)
     root = Path(root)
     out = root / "results" / STAGE
-    flat, sharp = list(settings["methods"])  # e.g. sgd, adam
+    flat, sharp, *others = list(settings["methods"])  # e.g. sgd, adam, sam
     runs = train_methods(params, settings, root)
     table = table_s1(runs)
     write_json(out / "table_s1.json", table)
@@ -428,6 +522,21 @@ def run(params_path: str, root: str) -> None:
         np.savez_compressed(out / "cross_sections.npz", unavailable=np.array(True))
         write_csv(out / "pairs.csv", [], ["unavailable"])
         summary["pairs"] = 0
+    arrays, other_pairs, other_skipped = other_methods(runs, settings, data, others, sharp)
+    np.savez_compressed(out / "cross_sections_others.npz", **arrays)
+    columns = list(dict.fromkeys(k for p in other_pairs for k in p)) or ["unavailable"]
+    write_csv(out / "pairs_others.csv", other_pairs, columns)
+    summary["others"] = {
+        method: {
+            "pairs": sum(p["method"] == method for p in other_pairs),
+            "pairs_looks_sharper": sum(
+                bool(p["flat_looks_sharper_on_line"]) for p in other_pairs if p["method"] == method
+            ),
+            "pairs_skipped": other_skipped[method],
+        }
+        for method in others
+    }
+    write_json(out / "spectra.json", spectra(runs))
     write_json(out / "summary.json", summary)
 
 

@@ -2,8 +2,9 @@
 MLflow summary run holding the figures and the report.
 
 Reads the grids, Table S1 with its run statuses, the gain profiles (also at other input radii:
-gains_by_radius.json), the pairs of minima, and the bisection of the stability boundary
-(results/boundary/boundary.json, when that stage has run).
+gains_by_radius.json), the pairs of minima, the bisection of the stability boundary
+(results/boundary/boundary.json, when that stage has run), and beyond the paper the further
+methods' pairs (pairs_others.csv) and every minimum's trace and spectrum (spectra.json).
 
     python -m pipelines.report [--params params.yaml] [--root .]
 """
@@ -16,7 +17,12 @@ from pathlib import Path
 
 from pipelines.common import load_params, profile_settings, stage_main
 from src import tracking
-from src.paper.report import boundary_depths, check_claims, render_report
+from src.paper.report import (
+    boundary_depths,
+    check_beyond_claims,
+    check_claims,
+    render_report,
+)
 from src.paper.tables import load_json, read_csv, write_json
 
 FIGURES = [
@@ -29,10 +35,19 @@ FIGURES = [
     ("Sharpness vs the stability limit 2/η, identity init", "fig4c_stability_identity.png"),
     ("Fig. 5a: sharpness over depth and step size, He init", "fig5a_sharpness_he.png"),
     ("Fig. 5b: training curves, identity vs He init", "fig5b_training_curves.png"),
-    ("Fig. 6: gain profiles, sharp (Adam) vs flat (SGD)", "fig6_gains.png"),
+    ("Fig. 6: gain profiles, flat (SGD), sharp (Adam) and SAM", "fig6_gains.png"),
     (
         "Fig. 7: loss cross-sections between and around flat and sharp minima",
         "fig7_cross_sections.png",
+    ),
+    (
+        "Fig. 7 for SAM: cross-sections between SAM's and Adam's minima",
+        "fig7_cross_sections_sam.png",
+    ),
+    (
+        "Hessian eigenvalue densities (stochastic Lanczos quadrature) of SGD's, Adam's and SAM's "
+        "minima, λ_max marked",
+        "fig_hessian_density.png",
     ),
     ("Linear nets: measured sharpness vs Thm 1, and η·λ_max", "linear_check.png"),
     ("Fig. 1 (theory): two-layer scalar valley and GD", "theory/fig1_scalar_valley.png"),
@@ -76,11 +91,19 @@ def run(params_path: str, root: str) -> Path:
     table = load_json(results / "flat_vs_sharp" / "table_s1.json")
     flat_summary = load_optional(results / "flat_vs_sharp" / "summary.json") or {}
     boundary = load_optional(results / "boundary" / "boundary.json")
+    gains = load_json(results / "flat_vs_sharp" / "gains.json")
+    other_pairs_path = results / "flat_vs_sharp" / "pairs_others.csv"
+    other_pairs = [
+        p
+        for p in (read_csv(other_pairs_path) if other_pairs_path.exists() else [])
+        if "flat_looks_sharper_on_line" in p
+    ]
+    beyond = check_beyond_claims(table, gains, other_pairs, flat_summary.get("others"))
     claims = check_claims(
         identity,
         he,
         table,
-        load_json(results / "flat_vs_sharp" / "gains.json"),
+        gains,
         pairs,
         boundary=boundary,
         gains_radius=load_optional(results / "flat_vs_sharp" / "gains_by_radius.json"),
@@ -98,6 +121,8 @@ def run(params_path: str, root: str) -> Path:
         load_json(theory_metrics) if theory_metrics.exists() else None,
         stage_rows=stage_rows(table, boundary, identity, he),
         boundary=boundary,
+        beyond=beyond,
+        spectra=load_optional(results / "flat_vs_sharp" / "spectra.json"),
     )
     reports.mkdir(parents=True, exist_ok=True)
     report_path = reports / "REPORT.md"
@@ -111,9 +136,10 @@ def run(params_path: str, root: str) -> Path:
             "claims_not_holding": verdicts["does not hold"],
             "claims_undecided": verdicts["undecided"],
             "claims": {c.name: c.to_dict() for c in claims},
+            "beyond_the_paper": {c.name: c.to_dict() for c in beyond},
         },
     )
-    log_summary_run(params, root, report_path, [c.to_dict() for c in claims])
+    log_summary_run(params, root, report_path, [c.to_dict() for c in [*claims, *beyond]])
     return report_path
 
 

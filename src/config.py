@@ -25,7 +25,8 @@ class ConfigValueError(ValueError):
 
 
 _DATASETS = ("mnist5k", "mnist", "fashion_mnist", "synthetic")
-_OPTIMIZERS = ("sgd", "adam")
+_OPTIMIZERS = ("sgd", "adam", "sam")
+_SAM_BASES = ("sgd", "adam")  # what optimizer=sam wraps (optimizer.base)
 _ACTIVATIONS = ("relu", "linear")
 _INITS = ("identity", "he")
 _DTYPES = ("float32", "float64")
@@ -120,6 +121,9 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
     optimizer = _choice(cfg, "optimizer.name", _OPTIMIZERS)
     _number(cfg, "optimizer.lr", minimum=0, exclusive=True)
     _number(cfg, "optimizer.weight_decay", minimum=0)
+    if optimizer == "sam":  # the ascent radius, then the base optimizer's own settings
+        _number(cfg, "optimizer.rho", minimum=0, exclusive=True)
+        optimizer = _choice(cfg, "optimizer.base", _SAM_BASES)
     if optimizer == "sgd":
         _number(cfg, "optimizer.momentum", minimum=0, below=1.0)
     else:
@@ -154,6 +158,9 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         raise ConfigValueError(
             "performance.tf32", "must be true or false", _get(cfg, "performance.tf32")
         )
+    if _get(cfg, "progress", None) is not None:  # console only: not part of a result's key
+        _choice(cfg, "progress.mode", ("auto", "bar", "lines", "off"))
+        _number(cfg, "progress.every_n_epochs", minimum=1, integer=True)
     _number(cfg, "callbacks.convergence.window", minimum=1, integer=True)
     _number(cfg, "callbacks.convergence.tol", minimum=0, exclusive=True)
     _number(cfg, "callbacks.convergence.grad_tol", minimum=0, exclusive=True)
@@ -180,6 +187,15 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         share = _number(cfg, "analysis.sharpness.memory_share", minimum=0, exclusive=True)
         if share > 1:  # (0, 1]: the whole free memory is allowed, unlike `below`
             raise ConfigValueError("analysis.sharpness.memory_share", "must be <= 1", share)
+        if _get(cfg, "analysis.trace.enabled", False):
+            _number(cfg, "analysis.trace.tol", minimum=0, exclusive=True)
+            low = _number(cfg, "analysis.trace.min_probes", minimum=2, integer=True)
+            _number(cfg, "analysis.trace.max_probes", minimum=low, integer=True)
+        if _get(cfg, "analysis.density.enabled", False):
+            _number(cfg, "analysis.density.probes", minimum=1, integer=True)
+            _number(cfg, "analysis.density.lanczos_steps", minimum=2, integer=True)
+            _number(cfg, "analysis.density.broadening", minimum=0, exclusive=True)
+            _number(cfg, "analysis.density.grid_points", minimum=10, integer=True)
         if _get(cfg, "analysis.gains.enabled", False):
             _number(cfg, "analysis.gains.restarts", minimum=1, integer=True)
             _number(cfg, "analysis.gains.steps", minimum=1, integer=True)

@@ -14,7 +14,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.console import format_job_table, take_summary
-from src.tracking import prepare_store
+from src.tracking import (
+    PARENT_RUN_FILE,
+    end_parent_run,
+    prepare_store,
+    resolve_tracking_uri,
+    start_parent_run,
+)
 
 
 class PrepareTrackingStore(Callback):
@@ -27,6 +33,54 @@ class PrepareTrackingStore(Callback):
         if logger.get("name") != "mlflow":
             return
         prepare_store(logger.tracking_uri, logger.experiment_name)
+
+
+class ParentRun(Callback):
+    """Groups a multirun's MLflow runs under one parent run named after the sweep (nested runs
+    in the MLflow UI). The launching process creates it and writes its id to
+    `<sweep dir>/mlflow_parent_run.json`; each job, in whatever process or machine the launcher
+    puts it, reads the id there and tags its run `mlflow.parentRunId` (src.train.hydra_tags).
+    When the multirun ends the parent gets the count of jobs per status (from JobTable's file)
+    and is closed: FAILED if a job failed, FINISHED otherwise."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        path = sweep_dir / PARENT_RUN_FILE
+        path.unlink(missing_ok=True)
+        logger = config.get("logger", {})
+        if logger.get("name") != "mlflow":
+            return
+        overrides = " ".join(config.hydra.overrides.task)
+        swept = " ".join(o for o in config.hydra.overrides.task if "," in o)  # the sweep's axes
+        name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}" + (f": {swept}" if swept else "")
+        uri = resolve_tracking_uri(logger.tracking_uri)
+        run = start_parent_run(
+            uri,
+            logger.experiment_name,
+            name[:250],
+            {"sweep_id": str(sweep_dir), "hydra.overrides": overrides, "multirun": "parent"},
+        )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"run_id": run, "tracking_uri": uri}))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        parent = read_parent_run(sweep_dir)
+        if parent is None:
+            return
+        jobs_file = sweep_dir / JOBS_FILE
+        jobs = [json.loads(line) for line in jobs_file.read_text().splitlines() if line.strip()] \
+            if jobs_file.exists() else []  # fmt: skip
+        statuses = [str(job.get("status")) for job in jobs]
+        metrics = {"jobs": len(jobs)}
+        metrics.update({f"jobs_{s}": statuses.count(s) for s in sorted(set(statuses))})
+        end_parent_run(parent["tracking_uri"], parent["run_id"], metrics, "failed" in statuses)
+
+
+def read_parent_run(sweep_dir: str | Path) -> dict[str, str] | None:
+    """The multirun's parent run ({run_id, tracking_uri}), None if it has none."""
+    path = Path(sweep_dir, PARENT_RUN_FILE)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 JOBS_FILE = "multirun_jobs.jsonl"  # in the sweep directory: one JSON line per finished job

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
@@ -256,6 +257,67 @@ def log_metrics(logger, metrics: dict[str, float], step: int | None = None) -> N
 def log_artifact(logger, path: str | Path, artifact_path: str | None = None) -> None:
     if (ml := _mlflow(logger)) is not None:
         ml.experiment.log_artifact(ml.run_id, str(path), artifact_path)
+
+
+def log_params(logger, params: dict[str, Any]) -> None:
+    if (ml := _mlflow(logger)) is not None:
+        ml.log_hyperparams(params)
+
+
+def log_dataset_input(logger, name: str, description: dict[str, Any], context: str = "training"):
+    """Log the data set a run trained on as an MLflow dataset input (the run page's "Datasets"
+    and the runs table's Dataset column): a metadata-only dataset named `name`, whose profile is
+    `description` (resolution, noise std, sizes) and whose source is the loader's config."""
+    if (ml := _mlflow(logger)) is None:
+        return
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    class DescribedDataset(MetaDataset):
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(description, default=str)}
+
+    source = CodeDatasetSource(tags={"loader": "src.data.load_dataset", **description})
+    dataset = DescribedDataset(source, name=name)
+    ml.experiment.log_inputs(
+        ml.run_id,
+        datasets=[
+            DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+            )
+        ],
+    )
+
+
+# --- a parent run per Hydra multirun ---------------------------------------------------------
+
+PARENT_RUN_FILE = "mlflow_parent_run.json"  # in the sweep directory, read by each job
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
+
+
+def start_parent_run(uri: str, experiment_name: str, name: str, tags: dict[str, Any]) -> str:
+    """Create the (RUNNING) run a multirun's jobs are nested under; return its id."""
+    import mlflow
+
+    uri = prepare_store(uri, experiment_name)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    run = client.create_run(
+        experiment.experiment_id,
+        run_name=name,
+        tags={k: str(v) for k, v in {**tags, **process_tags()}.items()},
+    )
+    return run.info.run_id
+
+
+def end_parent_run(uri: str, run: str, metrics: dict[str, float], failed: bool) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(uri))
+    for key, value in metrics.items():
+        client.log_metric(run, key, float(value))
+    client.set_terminated(run, "FAILED" if failed else "FINISHED")
 
 
 def run_id(logger) -> str | None:

@@ -23,7 +23,9 @@ from omegaconf import DictConfig
 from src.console import format_summary, quiet_notices, remember_summary, run_summary
 from src.errors import USER_ERRORS
 from src.experiments.grid import retrain_command, train_cached
+from src.hydra_callbacks import read_parent_run
 from src.signals import exit_on_signals
+from src.tracking import PARENT_TAG
 from src.training.run import train
 from src.training.status import stability_limit
 
@@ -36,6 +38,9 @@ def hydra_tags() -> dict[str, Any]:
         tags.update({"sweep_id": hc.sweep.dir, "hydra.job_num": hc.job.num})
         if hc.overrides.task:
             tags["hydra.overrides"] = " ".join(hc.overrides.task)
+        parent = read_parent_run(hc.sweep.dir)
+        if parent is not None:  # nested under the multirun's parent run in the MLflow UI
+            tags[PARENT_TAG] = parent["run_id"]
     return tags
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import mlflow
 import pytest
@@ -16,7 +17,8 @@ from src.training.run import train
 
 
 @pytest.mark.slow
-def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri):
+def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri, caplog):
+    caplog.set_level(logging.INFO, logger="src.training.callbacks")
     cfg = compose_cfg(
         "analysis=default",
         "logger=mlflow",
@@ -45,6 +47,13 @@ def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri):
         assert key in metrics, key
     assert metrics["lr_times_lambda_max"] == pytest.approx(0.5 * metrics["lambda_max"])
     assert metrics["hessian_residual"] < 1e-2
+    # The console says what the analysis did and what it cost.
+    said = [r.getMessage() for r in caplog.records if r.name == "src.training.callbacks"]
+    assert (
+        f"lambda_max = {metrics['lambda_max']:.6g}: Lanczos (ARPACK), "
+        f"{int(metrics['hessian_hvps'])} HVPs, {metrics['hessian_seconds']:.1f} s"
+    ) in said
+    assert any(m.startswith("gain profile: 8 restarts x 50 steps per layer, ") for m in said)
     client = mlflow.MlflowClient(mlflow_uri)
     tracked = client.get_metric_history(run.info.run_id, "lambda_max_tracked")
     assert len(tracked) == 2  # epochs 2 and 4
@@ -183,3 +192,65 @@ def test_stability_limit_depends_on_the_optimizer(compose_cfg):
     assert stability_limit(validate(compose_cfg("optimizer=adam"))) is None
     off = compose_cfg("callbacks.convergence.require_linear_stability=false")
     assert stability_limit(validate(off)) is None
+
+
+@pytest.mark.slow
+def test_trace_and_density_are_logged_with_their_cost(compose_cfg, tmp_path, mlflow_uri):
+    """analysis.trace / analysis.density: the Hutchinson trace agrees with the exact Hessian's
+    within 4 of its standard errors, the density is saved and logged as an artifact, and each
+    measure's HVP count is a metric; k=2 gives the gap ratio lambda_1 / lambda_2."""
+    cfg = compose_cfg(
+        "analysis=default",
+        "logger=mlflow",
+        "dataset.resolution=7",
+        "dataset.limit_train=64",
+        "batch_size=32",
+        "depth=2",
+        "trainer.max_epochs=3",
+        "analysis.gains.enabled=false",
+        "analysis.sharpness.k=2",
+        "analysis.sharpness.tol=1e-8",
+        "analysis.sharpness.dtype=float64",
+        "analysis.trace.enabled=true",
+        "analysis.trace.tol=0.02",
+        "analysis.trace.max_probes=200",
+        "analysis.density.enabled=true",
+        "analysis.density.lanczos_steps=40",
+    )
+    result = train(cfg, output_dir=tmp_path)
+    (run,) = all_runs(mlflow_uri)
+    metrics = run.data.metrics
+    state = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
+    model = MLP(49, 49, 2).double()
+    model.load_state_dict(state)
+    from src.data import load_dataset
+
+    data = load_dataset(result_dataset_cfg(cfg))
+    hessian = exact_hessian(
+        model, F.mse_loss, data.train_inputs.double(), data.train_targets.double()
+    )
+    eigenvalues = torch.linalg.eigvalsh(hessian).flip(0)
+    exact_trace = float(hessian.trace())
+    trace = result.analysis["trace"]
+    assert abs(trace["trace"] - exact_trace) <= 4 * trace["stderr"]
+    assert trace["relative_stderr"] <= 0.02 and trace["converged"]
+    assert metrics["hessian_trace"] == pytest.approx(trace["trace"])
+    assert metrics["hessian_trace_hvps"] == trace["probes"] == trace["hvps"] >= 10
+    assert metrics["lambda_gap_ratio"] == pytest.approx(
+        float(eigenvalues[0] / eigenvalues[1]), rel=1e-6
+    )
+    density = result.analysis["density"]
+    assert metrics["density_hvps"] == density["hvps"] == 4 * 40
+    # the quadrature's first moment is tr(H)/N in expectation: 4 probes, a loose check
+    assert density["trace"] == pytest.approx(exact_trace, rel=0.25)
+    assert density["top_edge"] == pytest.approx(float(eigenvalues[0]), rel=1e-3)
+    saved = json.loads((tmp_path / "hessian_density.json").read_text())
+    grid = torch.tensor(saved["grid"])
+    assert float(torch.trapezoid(torch.tensor(saved["density"]), grid)) == pytest.approx(
+        1, abs=1e-3
+    )
+    artifacts = {
+        a.path for a in mlflow.MlflowClient(mlflow_uri).list_artifacts(run.info.run_id, "analysis")
+    }
+    assert "analysis/hessian_density.json" in artifacts
+    assert result.analysis["density_path"] == str((tmp_path / "hessian_density.json").resolve())

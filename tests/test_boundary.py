@@ -5,6 +5,7 @@ figure from saved numbers, the stage on the tiny profile, and the worker-process
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -327,7 +328,8 @@ TINY_RUN = [
 
 
 @pytest.mark.slow
-def test_worker_processes_give_the_results_of_the_in_process_grid(tmp_path, mlflow_uri):
+def test_worker_processes_give_the_results_of_the_in_process_grid(tmp_path, mlflow_uri, caplog):
+    caplog.set_level(logging.INFO, logger="src.experiments.progress")
     axes = {"lr": [0.5, 0.25]}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers: the same arithmetic, the same numbers
@@ -348,10 +350,19 @@ def test_worker_processes_give_the_results_of_the_in_process_grid(tmp_path, mlfl
         assert b["status"] == a["status"] and b["epochs"] == a["epochs"]
         assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-6)
     assert len(list((tmp_path / "processes").glob("*.json"))) == 2
+    # The pool reports each run as it finishes: k of N, elapsed, and (before the last) the
+    # time left.
+    progress = [r.getMessage() for r in caplog.records if r.name == "src.experiments.progress"]
+    done = [m for m in progress if " done (" in m]
+    assert [m.split(" done")[0] for m in done[-2:]] == ["grid: run 1 of 2", "grid: run 2 of 2"]
+    assert "about" in done[-2] and "left" in done[-2] and "left" not in done[-1]
+    assert "depth=1 init=identity sgd lr=" in done[-1]
     runs = all_runs(mlflow_uri)
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    caplog.clear()
     again = run_grid(TINY_RUN, axes, tmp_path / "processes", launcher="processes")
     assert again == pooled and len(all_runs(mlflow_uri)) == 4  # stored: nothing retrained
+    assert not [r for r in caplog.records if r.name == "src.experiments.progress"]
 
 
 def test_points_that_are_no_product_become_one_hydra_sweep_per_group():

@@ -4,12 +4,21 @@ and a table at the end of a multirun."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
+import pty
 import re
+import select
+import struct
+import subprocess
+import sys
+import termios
 import warnings
 
 import pytest
-from support import all_runs, run_cli
+from support import REPO, all_runs, run_cli
 
 from pipelines.common import setup_logging, stage_parser
 from src.console import (
@@ -21,6 +30,7 @@ from src.console import (
     quiet_notices,
     run_summary,
 )
+from src.training.status import STATUSES
 
 # The notices, as Lightning and torch print them (issue 13).
 NOTICES = [
@@ -188,14 +198,69 @@ def test_cli_run_is_quiet_and_its_summary_is_its_mlflow_record(tmp_path):
     assert fields["view it"] == f"mlflow ui --backend-store-uri {uri}"
     assert fields["outputs"] == f"{tmp_path}/run"
     assert fields["wall time"].endswith(f"s, {int(metrics['epochs'])} epochs")
+    # Sortable and chartable, not only a tag: the status as a param and a metric.
+    assert run.data.params["status"] == tags["status"]
+    assert run.data.params["stop_reason"] == tags["stop_reason"]
+    assert run.data.metrics["status_code"] == STATUSES.index(tags["status"])
+    # The data set, as an MLflow dataset input with its resolution, noise and size.
+    (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+    assert dataset.name == "mnist5k 7x7 noise 1.25 n=200"
+    profile = json.loads(dataset.profile)
+    assert profile["resolution"] == "7x7" and profile["noise_std"] == 1.25
+    assert (profile["n_train"], profile["d_in"]) == (200, 49)
+    # Output is not a terminal: progress comes as log lines (first and last epoch here).
+    assert re.search(r"epoch 1/2, train [\d.e-]+, val [\d.e-]+, .* elapsed", proc.stdout)
+    assert "epoch 2/2" in proc.stdout and "\r" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_progress_is_live_on_a_terminal_without_the_notices(tmp_path):
+    """In a pseudo-terminal a run draws a progress bar that advances while it trains (not only
+    at the end), and the silenced notices never appear."""
+    master, replica = pty.openpty()
+    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    epochs = 40
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *TINY[:2], f"trainer.max_epochs={epochs}",
+         "analysis=off", "logger=none", "callbacks.convergence.window=100",
+         f"hydra.run.dir={tmp_path}/run"],
+        cwd=REPO, stdin=replica, stdout=replica, stderr=replica,
+        env={**os.environ, VERBOSE_ENV: "", "TERM": "xterm", "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    os.close(replica)
+    seen_while_running, output = set(), b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        output += data
+        if proc.poll() is None:
+            seen_while_running |= set(re.findall(rb"\| *(\d+)/%d \[" % epochs, output))
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, output.decode(errors="replace")[-3000:]
+    text = output.decode(errors="replace")
+    assert len(seen_while_running) >= 3, text[-3000:]  # the bar moved while training ran
+    assert f"{epochs}/{epochs} [" in text and "epoch/s, train " in text
+    assert [n for n in NOTICES if n in text] == []
 
 
 @pytest.mark.slow
 def test_multirun_ends_with_a_table_of_its_jobs_and_verbose_restores_notices(tmp_path):
+    import mlflow
+
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = run_cli(
         "-m",
         "depth=1,2",
+        "lr=0.5,0.25",
         *TINY,
         f"logger.tracking_uri={uri}",
         f"hydra.sweep.dir={tmp_path}/sweep",
@@ -205,10 +270,34 @@ def test_multirun_ends_with_a_table_of_its_jobs_and_verbose_restores_notices(tmp
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert [n for n in NOTICES if n not in output] == []  # hydra.verbose: nothing silenced
-    table = proc.stdout.split("multirun: 2 jobs", 1)[1].splitlines()
+    table = proc.stdout.split("multirun: 4 jobs", 1)[1].splitlines()
     rows = [line.split() for line in table if re.match(r"^\d+ ", line)]
-    assert [row[:2] for row in rows] == [["0", "depth=1"], ["1", "depth=2"]]
-    by_depth = {r.data.params["model.depth"]: r for r in all_runs(uri)}
-    assert [row[-1] for row in rows] == [by_depth["1"].info.run_id, by_depth["2"].info.run_id]
-    assert [row[2] for row in rows] == [by_depth[d].data.tags["status"] for d in ("1", "2")]
+    jobs = [["depth=1", "lr=0.5"], ["depth=1", "lr=0.25"], ["depth=2", "lr=0.5"],
+            ["depth=2", "lr=0.25"]]  # fmt: skip
+    assert [row[:3] for row in rows] == [[str(i), *job] for i, job in enumerate(jobs)]
+    runs = all_runs(uri)
+    (parent,) = [r for r in runs if r.data.tags.get("multirun") == "parent"]
+    children = [r for r in runs if r is not parent]
+    # One parent run named after the sweep, its four jobs nested under it, all closed.
+    assert parent.info.run_name == f"sweep {tmp_path.name}/sweep: depth=1,2 lr=0.5,0.25"
+    assert parent.data.tags["sweep_id"] == f"{tmp_path}/sweep"
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs"] == 4
+    assert len(children) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in children)
+    by_job = {(r.data.params["model.depth"], r.data.params["optimizer.lr"]): r for r in children}
+    ordered = [by_job[(d[6:], lr[3:])] for d, lr in jobs]
+    assert [row[-1] for row in rows] == [r.info.run_id for r in ordered]
+    assert [row[3] for row in rows] == [r.data.tags["status"] for r in ordered]
+    # Each child's status sorts and filters as a param, and charts as a metric.
+    client = mlflow.MlflowClient(uri)
+    for status in {r.data.params["status"] for r in children}:
+        found = client.search_runs(
+            [parent.info.experiment_id], f"params.status = '{status}'", order_by=["params.status"]
+        )
+        assert {r.info.run_id for r in found} == {
+            r.info.run_id for r in children if r.data.tags["status"] == status
+        }
+    assert all(r.data.metrics["status_code"] == STATUSES.index(r.data.params["status"])
+               for r in children)  # fmt: skip
     assert f"view them: mlflow ui --backend-store-uri {uri}" in table

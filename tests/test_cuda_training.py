@@ -39,8 +39,10 @@ def _pair(compose_cfg, tmp_path, *overrides):
         ["optimizer=sgd", "lr=0.1"],
         ["optimizer=sgd", "lr=0.05", "optimizer.momentum=0.9", "optimizer.weight_decay=1e-3"],
         ["optimizer=adam", "lr=1e-3"],
+        ["optimizer=sam", "lr=0.1", "optimizer.rho=0.05"],
+        ["optimizer=sam", "lr=1e-3", "optimizer.base=adam"],
     ],
-    ids=["sgd", "momentum", "adam"],
+    ids=["sgd", "momentum", "adam", "sam", "sam_adam"],
 )
 def test_captured_steps_equal_eager_steps(compose_cfg, tmp_path, optimizer):
     graph, eager = _pair(compose_cfg, tmp_path, *optimizer)

@@ -214,3 +214,35 @@ def test_stability_figure_plots_measured_failures_and_counts_the_rest(close_figu
     points = [line.get_xydata().tolist() for line in ax.lines if line.get_label().startswith("_")]
     assert [[2.0, 1.5]] in points  # the unstable run, above 2 / eta = 1
     assert [[2.0, 0.1]] in points  # the plateau
+
+
+def test_density_figure_draws_each_method_on_a_log_axis_and_marks_lambda_max(tmp_path, monkeypatch):
+    import numpy as np
+
+    grid = np.linspace(-0.5, 12.0, 200)
+
+    def bump(centre):
+        return (np.exp(-((grid - centre) ** 2) / 0.02) / np.sqrt(0.02 * np.pi)).tolist()
+
+    spectra = {
+        "runs": {"sgd": [], "adam": [], "sam": []},
+        "densities": {
+            "sgd": {"seed": 0, "grid": grid.tolist(), "density": bump(2.0), "lambda_max": 2.0},
+            "adam": {"seed": 1, "grid": grid.tolist(), "density": bump(10.0), "lambda_max": 10.0},
+        },
+    }
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, formats: drawn.setdefault("fig", fig))
+    figures.spectral_densities(spectra, tmp_path / "density.png", {"sgd": "SGD"})
+    (ax,) = drawn["fig"].axes
+    assert ax.get_yscale() == "log"
+    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["SGD (seed 0)", "adam (seed 1)"]
+    marks = sorted(
+        line.get_xdata()[0] for line in ax.get_lines() if line.get_label().startswith("_")
+    )
+    assert marks == [2.0, 10.0]  # each lambda_max as a vertical line
+    assert "no converged run: sam" in ax.get_title()
+    # the Gaussian tails underflow to 0: floored (not dropped) so the log axis can show them
+    assert min(min(line.get_ydata()) for line in ax.get_lines()[::2]) > 0
+    plt.close(drawn["fig"])

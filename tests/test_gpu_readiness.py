@@ -183,7 +183,7 @@ def test_gpu_suite_fits_six_minutes_with_the_cuda_tests_first():
     steps = re.findall(r"^step (\w+) (\d+) ", script, flags=re.M)
     assert steps[0][0] == "cuda_tests"
     assert sum(int(limit) for _, limit in steps) <= 360
-    for name in ("train_throughput", "hessian"):
+    for name in ("train_throughput", "hessian", "hessian_spectrum"):
         assert f'--json "$OUT/{name}.json"' in script and f'--markdown "$OUT/{name}.md"' in script
 
 

@@ -13,6 +13,8 @@ from pipelines.flat_vs_sharp import pair_plan, table_s1, training_input_gains
 from src.models import MLP
 from src.paper.report import (
     Claim,
+    beyond_section,
+    check_beyond_claims,
     check_claims,
     claim_adam_sharper,
     claim_flat_gains_balanced,
@@ -21,6 +23,7 @@ from src.paper.report import (
     claim_interpolation_misleads,
     claim_larger_steps_flatter,
     claim_lr_max_one_over_m,
+    claim_method_flat,
     paper_ratio_interval,
     render_report,
     smallest_exact_mwu_p,
@@ -456,3 +459,88 @@ def test_grid_rows_and_summary_from_results():
     assert summary["flattest_lambda_max"] == {"2": 0.2, "4": 0.9}  # the plateau is not counted
     assert summary["largest_converged_lr"] == {"2": 2.0, "4": 1.0}
     assert summary["lr_max_vs_depth_fit"]["exponent"] == pytest.approx(-1.0)
+
+
+# --- beyond the paper: SAM's minima against Adam's (claims with the paper's standards) -------
+
+
+def table_with_sam(sam, sam_others=()):
+    """table(...) with a third method, SAM, after SGD and Adam (params.yaml order)."""
+    t = table(PAPER_SGD, [10.0, 12.0, 14.0, 16.0])
+    t["sam"] = table(sam, [1.0], sgd_others=sam_others)["sgd"]
+    return t
+
+
+def test_sam_flat_three_ways_and_undecided():
+    gains = {"adam": gains_of([5.0, 6, 7, 8])}
+    flat = claim_method_flat(
+        table_with_sam([1.2, 1.3, 1.4, 1.5]),
+        {**gains, "sam": gains_of([2.0, 2.1, 2.2, 2.3])},
+        "sam",
+    )
+    assert flat.holds is True and flat.name == "sam_flat"
+    assert flat.uncertainty["p_sam_flatter"] == pytest.approx(1 / 70)
+    assert flat.uncertainty["p_sam_gains_lower"] == pytest.approx(1 / 70)
+    # descriptive ratio to SGD: mean 1.35 / 1.76
+    assert flat.numbers["ratio_to_sgd"] == pytest.approx(1.35 / 1.76, rel=1e-9)
+    # flatter than Adam but its gains are not more balanced (reversed): does not hold
+    unbalanced = claim_method_flat(
+        table_with_sam([1.2, 1.3, 1.4, 1.5]), {**gains, "sam": gains_of([9.0, 10, 11, 12])}, "sam"
+    )
+    assert unbalanced.holds is False
+    sharper = claim_method_flat(
+        table_with_sam([20.0, 21, 22, 23]), {**gains, "sam": gains_of([2.0, 2.1, 2.2, 2.3])}, "sam"
+    )
+    assert sharper.holds is False
+    overlap = claim_method_flat(
+        table_with_sam([1.2, 13.0, 1.4, 15.0]),
+        {**gains, "sam": gains_of([2.0, 6.5, 2.2, 7.5])},
+        "sam",
+    )
+    assert overlap.holds is None and "overlap" in overlap.reason
+    few = claim_method_flat(
+        table_with_sam([1.2, 1.3], [("plateau", "stationary_above_affine")] * 2),
+        {**gains, "sam": gains_of([2.0, 2.1])},
+        "sam",
+    )
+    assert few.holds is None and "sam: 2 of 4 converged" in few.reason
+
+
+def test_sam_interpolation_and_the_beyond_section():
+    t = table_with_sam([1.2, 1.3, 1.4])
+    t["adam"] = table(PAPER_SGD, [10.0, 12, 14])["adam"]
+    pairs = [
+        {"method": "sam", "sam_seed": i // 3, "adam_seed": i % 3, "flat_looks_sharper_on_line": f}
+        for i, f in enumerate([True] * 8 + [False])
+    ]
+    gains = {"adam": gains_of([5.0, 6, 7]), "sam": gains_of([2.0, 2.1, 2.2])}
+    claims = check_beyond_claims(t, gains, pairs, {"sam": {"pairs_skipped": []}})
+    assert [c.name for c in claims] == ["sam_flat", "sam_interpolation_misleads"]
+    line = claims[1]
+    assert line.holds is None and "8 of 9" in line.reason
+    assert line.numbers["pairs"] == 9 and "sam end" in line.statistic
+    all_pairs = [dict(p, flat_looks_sharper_on_line=True) for p in pairs]
+    assert check_beyond_claims(t, gains, all_pairs)[1].holds is True
+    # no third method: nothing beyond the paper
+    assert check_beyond_claims(table(PAPER_SGD, [10.0, 12, 14, 16]), gains, pairs) == []
+    spectra = {
+        "runs": {
+            "sgd": [
+                {"status": "converged", "lambda_1": 2.0, "gap_ratio": 1.01, "trace": 100.0,
+                 "trace_stderr": 0.5, "trace_converged": True, "parameters": 1000,
+                 "lambda_hvps": 20, "trace_hvps": 40, "density_hvps": 120},
+                {"status": "converged", "lambda_1": 4.0, "gap_ratio": 1.03, "trace": 300.0,
+                 "trace_stderr": 3.0, "trace_converged": False, "parameters": 1000,
+                 "lambda_hvps": 22, "trace_hvps": 100, "density_hvps": 120},
+                {"status": "plateau", "lambda_1": 99.0, "trace": 1e6, "parameters": 1000},
+            ]
+        }
+    }  # fmt: skip
+    text = "\n".join(beyond_section(claims, spectra))
+    assert "## Beyond the paper" in text and "**undecided**" in text
+    # converged runs only: lambda_1 3 ± 1.4, trace 200, max relative error 0.01, tr(H)/N 0.2
+    assert (
+        "| sgd | 2 of 3 | 3 ± 1.4 | 1.02 ± 0.014 | 200 ± 1.4e+02 | 0.01 (1 above tol) | 0.2 |"
+        in text
+    )
+    assert "21 ± 1.4, 70 ± 42, 120 ± 0" in text

@@ -403,6 +403,17 @@ INVALID = [
     ("optimizer=adam optimizer.eps=0", "optimizer.eps: must be > 0"),
     ("batch_size=100000", "batch_size: must be <= the training set size (200)"),
     ("analysis=default analysis.sharpness.memory_share=2", "analysis.sharpness.memory_share"),
+    ("progress.mode=fancy", "progress.mode: must be one of auto, bar, lines, off"),
+    ("progress.every_n_epochs=0", "progress.every_n_epochs: must be >= 1"),
+    ("analysis=default analysis.trace.enabled=true analysis.trace.tol=0", "analysis.trace.tol"),
+    (
+        "analysis=default analysis.trace.enabled=true analysis.trace.max_probes=5",
+        "analysis.trace.max_probes: must be >= 10",
+    ),
+    (
+        "analysis=default analysis.density.enabled=true analysis.density.lanczos_steps=1",
+        "analysis.density.lanczos_steps: must be >= 2",
+    ),
 ]
 
 

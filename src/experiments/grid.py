@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from src.config import ConfigValueError, RunConfig, batching_enabled, validate
 from src.console import quiet_notices
 from src.data import TensorData, load_dataset
+from src.experiments.progress import GridProgress
 from src.experiments.store import (
     adopt_result,
     cached_result,
@@ -51,6 +52,7 @@ IN_PROCESS = "inprocess"
 PROCESSES = "processes"  # a pool of single-thread worker processes (`train_in_processes`)
 WORKER_STOP_TIMEOUT_S = 60.0  # how long a stopped worker may take to close its MLflow run
 
+GRID_PROGRESS = ["progress.mode=off"]  # overrides of every grid run (see run_points)
 Job = tuple[RunConfig, str]  # a validated config and the command that retrains it alone
 
 
@@ -130,12 +132,15 @@ def train_pending_in_batches(
     output_root: str | Path | None,
     data_for,
     max_models: int,
+    progress: GridProgress | None = None,
 ) -> None:
     """Train runs (validated config, retrain command) that differ only in seed / lr as batched
     models (src.training.batched), storing each member's result as train_cached would. Runs
     that cannot be batched are left to the caller."""
     for chunk in batch_chunks(pending, max_models):
-        train_chunk(chunk, results_dir, output_root, data_for(chunk[0][0]))
+        results = train_chunk(chunk, results_dir, output_root, data_for(chunk[0][0]))
+        if progress is not None:
+            progress.finished(results)
 
 
 def data_key(resolved: Mapping[str, Any]) -> str:
@@ -250,6 +255,7 @@ def train_in_processes(
     workers: int,
     batch: bool,
     max_models: int,
+    progress: GridProgress | None = None,
 ) -> dict[str, dict]:
     """Train the pending runs in a pool of single-thread worker processes, as chunks of
     batched models when `batch`; return the stored results by key. Every worker writes to the
@@ -275,8 +281,11 @@ def train_in_processes(
             pool.submit(_train_task, task, batched, str(results_dir), out, tuple(require_files))
             for task, batched in tasks
         ]
-        for future in futures:
-            stored.update({result["key"]: result for result in future.result()})
+        for future in as_completed(futures):  # as they finish: progress, and a failure at once
+            results = future.result()
+            stored.update({result["key"]: result for result in results})
+            if progress is not None:
+                progress.finished(results)
     return stored
 
 
@@ -347,7 +356,10 @@ def run_points(
     for partial in results_dir.glob(".*.tmp"):  # left by a process killed mid-write
         partial.unlink()
     jobs = [list(job) for job in jobs]
-    resolved_configs = [validate(compose_config([*base_overrides, *job])) for job in jobs]
+    # Each run's own progress is off in a grid (GridProgress reports run k of N instead),
+    # unless the caller set it; it is not part of a result's key.
+    quiet = [] if any(o.startswith("progress.") for o in base_overrides) else GRID_PROGRESS
+    resolved_configs = [validate(compose_config([*base_overrides, *quiet, *job])) for job in jobs]
     commands = [retrain_command([*base_overrides, *job]) for job in jobs]
     for resolved in resolved_configs if reuse_from else ():
         if cached_result(resolved, results_dir, require_files) is None:
@@ -365,8 +377,12 @@ def run_points(
 
     batch = not hydra_launcher and batching_enabled(batch_models)
     stored: dict[str, dict] = {}
-    if launcher == PROCESSES or batch:
+    pending: list[Job] = []
+    if not hydra_launcher:  # a Hydra launcher's jobs report themselves
         pending = _unique_pending(zip(resolved_configs, commands), results_dir, require_files)
+    unique = len({config_key(r) for r in resolved_configs})
+    progress = GridProgress([r for r, _ in pending], stored=unique - len(pending))
+    if launcher == PROCESSES or batch:
         if launcher == PROCESSES:
             stored = train_in_processes(
                 pending,
@@ -376,10 +392,11 @@ def run_points(
                 int(workers),
                 batch,
                 int(max_models_per_batch),
+                progress,
             )
         else:
             train_pending_in_batches(
-                pending, results_dir, output_root, data_for, int(max_models_per_batch)
+                pending, results_dir, output_root, data_for, int(max_models_per_batch), progress
             )
     results: list[dict] = []
     for job, resolved, command in zip(jobs, resolved_configs, commands):
@@ -398,8 +415,9 @@ def run_points(
                 require_files=require_files,
                 command=command,
             )
+            progress.finished([result])
         results.append(result)
-        log.info("%s: %s", " ".join(job), result["status"])
+        log.debug("%s: %s", " ".join(job), result["status"])
     return results
 
 

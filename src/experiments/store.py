@@ -31,10 +31,15 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: relative paths, `reason` and `command`
 REQUIRED_FIELDS = ("schema", "key", "config", "status", "final_train_loss", "epochs", "history")
-PATH_FIELDS = ("checkpoint_path", "output_dir", "analysis.eigenvector_path")
+PATH_FIELDS = (
+    "checkpoint_path",
+    "output_dir",
+    "analysis.eigenvector_path",
+    "analysis.density_path",
+)
 
 # Keys that do not change what is trained, so they do not enter the result key.
-_NOT_IN_KEY = ("logger", "output_dir", "results_dir", "hydra")
+_NOT_IN_KEY = ("logger", "output_dir", "results_dir", "hydra", "progress")
 
 
 def config_key(resolved: Mapping[str, Any]) -> str:

@@ -506,9 +506,12 @@ def gain_profiles(gains: dict[str, list[dict]], path: Path, labels: dict[str, st
     return save(fig, path, FORMATS)
 
 
-def cross_sections(arrays: dict, pairs: Sequence[dict], path: Path, labels: dict[str, str]) -> Path:
+def cross_sections(
+    arrays: dict, pairs: Sequence[dict], path: Path, labels: dict[str, str], subject: str = "flat"
+) -> Path:
     """Fig. 7: (a) the interpolation line, (b, c) close-ups at each end, (d, e) the loss along
-    each minimum's top Hessian eigenvector with the quadratic model 0.5 lambda t^2."""
+    each minimum's top Hessian eigenvector with the quadratic model 0.5 lambda t^2. `subject`
+    names the minimum at t = 0 in the title (flat, or another method's, e.g. SAM)."""
     flat, sharp = [str(m) for m in arrays["methods"]]
     fig, axes = plt.subplots(1, 5, figsize=(19, 3.6))
     ts, lines = arrays["line_ts"], arrays["line_losses"]
@@ -555,7 +558,7 @@ def cross_sections(arrays: dict, pairs: Sequence[dict], path: Path, labels: dict
     if pairs:
         n_flat = sum(bool(p["flat_looks_sharper_on_line"]) for p in pairs)
         fig.suptitle(
-            f"the flat minimum looks sharper on the line in {n_flat} of {len(pairs)} pairs",
+            f"the {subject} minimum looks sharper on the line in {n_flat} of {len(pairs)} pairs",
             fontsize=10,
         )
     for ax in axes:
@@ -591,4 +594,42 @@ def linear_check(rows: Sequence[dict], path: Path) -> Path:
     axes[1].set_ylabel(r"$\eta\,\lambda_{\max}$")
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
+    return save(fig, path, FORMATS)
+
+
+def spectral_densities(
+    spectra: dict, path: Path, labels: dict[str, str], colors: dict[str, str] | None = None
+) -> Path:
+    """The Hessian eigenvalue densities (stochastic Lanczos quadrature) of one converged minimum
+    per method on one axis, density on a log scale (the bulk near 0 spans decades more than the
+    outliers), each minimum's lambda_max marked by a vertical line. Runs without a density (no
+    converged run of a method) are named in the title, not drawn."""
+    densities = spectra.get("densities", {})
+    methods = list(spectra.get("runs", {})) or list(densities)
+    colors = colors or {}
+    palette = [GREEN, ORANGE, BLUE, RED, GREY]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    missing = []
+    for i, method in enumerate(methods):
+        entry = densities.get(method)
+        if entry is None:
+            missing.append(method)
+            continue
+        color = colors.get(method, palette[i % len(palette)])
+        density = np.asarray(entry["density"], dtype=float)
+        floor = max(float(density.max()) * 1e-8, 1e-300)  # log scale: the Gaussian tails' zeros
+        label = f"{labels.get(method, method)} (seed {entry['seed']})"
+        ax.plot(entry["grid"], np.maximum(density, floor), color=color, lw=1.2, label=label)
+        if entry.get("lambda_max") is not None:
+            ax.axvline(entry["lambda_max"], color=color, ls="--", lw=0.9)
+    ax.set_yscale("log")
+    ax.set_xlabel(r"eigenvalue $\lambda$ of the training-loss Hessian (per-pixel MSE)")
+    ax.set_ylabel("density (Gaussian-broadened)")
+    title = r"Hessian eigenvalue density; dashed: $\lambda_{\max}$ (Lanczos)"
+    if missing:
+        title += f"\nno converged run: {', '.join(missing)}"
+    ax.set_title(title, fontsize=10)
+    if densities:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
     return save(fig, path, FORMATS)

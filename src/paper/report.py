@@ -803,6 +803,147 @@ def claim_interpolation_misleads(
     return claim
 
 
+# --- beyond the paper: further methods (SAM) against the sharp one -------------------------
+
+
+def claim_method_flat(
+    table: Mapping[str, Any],
+    gains: Mapping[str, Sequence[dict]],
+    method: str,
+    flat: str = "sgd",
+    sharp: str = "adam",
+) -> Claim:
+    """Is `method`'s minimum flat in the paper's sense? Claims 5 and 6's tests (lambda_max,
+    Table S1; peak intermediate gain, Fig. 6 / Thm 2) applied to `method` against the sharp
+    method; the ratio to the flat method's lambda_max is reported beside, without a verdict."""
+    claim = Claim(
+        f"{method}_flat",
+        f"{method.upper()}'s minima are flat in the paper's sense: a smaller λ_max and more "
+        f"balanced gains than {sharp.upper()}'s (Table S1, Fig. 6, Thm 2).",
+        UNDECIDED,
+        "",
+        statistic=(
+            f"over converged runs: exact one-sided Mann-Whitney p for lambda_max({method}) < "
+            f"lambda_max({sharp}) and for peak intermediate gain({method}) < {sharp}'s (the "
+            f"statistics of claims 5 and 6); beside them the ratio of mean lambda_max "
+            f"{method} / {flat} with a 95% percentile-bootstrap interval (descriptive)"
+        ),
+        threshold=(
+            f"holds: both p < {ALPHA}; does not hold: either reversed (p < {ALPHA} for "
+            f"{method} sharper or less balanced); else undecided"
+        ),
+        threshold_source=(
+            f"fixed in advance (before any {method} run): one-sided alpha = {ALPHA}, the tests "
+            "of claims 5 and 6; the paper has no SAM numbers"
+        ),
+    )
+    too_few = _too_few(table, method, sharp)
+    lam_m, others_m = _method_minima(table, method)
+    lam_s, others_s = _method_minima(table, sharp)
+    lam_f, _ = _method_minima(table, flat)
+    seeds = {
+        m: set((table.get(m) or {}).get("converged_seeds") or []) or None for m in (method, sharp)
+    }
+    peaks = {
+        m: [peak_intermediate_gain(p) for p in _converged_profiles(gains.get(m) or [], seeds[m])]
+        for m in (method, sharp)
+    }
+    claim.uncertainty = {
+        f"{method}_lambda_max": lam_m,
+        f"{sharp}_lambda_max": lam_s,
+        f"{method}_peaks": peaks[method],
+        f"{sharp}_peaks": peaks[sharp],
+    }
+    if too_few is None and min(len(peaks[method]), len(peaks[sharp])) < MIN_RUNS_PER_METHOD:
+        too_few = (
+            f"gain profiles of {len(peaks[method])} ({method}) and {len(peaks[sharp])} ({sharp}) "
+            f"converged runs (need {MIN_RUNS_PER_METHOD} each)"
+        )
+    if too_few:
+        claim.reason = claim.evidence = too_few
+        return claim
+    p_lam = mwu_greater(lam_s, lam_m)
+    p_lam_rev = mwu_greater(lam_m, lam_s)
+    p_gain = mwu_greater(peaks[sharp], peaks[method])
+    p_gain_rev = mwu_greater(peaks[method], peaks[sharp])
+    floor = smallest_exact_mwu_p(len(lam_m), len(lam_s))
+    claim.uncertainty.update(
+        {
+            f"p_{method}_flatter": p_lam,
+            f"p_{method}_sharper": p_lam_rev,
+            f"p_{method}_gains_lower": p_gain,
+            f"p_{method}_gains_higher": p_gain_rev,
+            "smallest_possible_p": floor,
+        }
+    )
+    vs_flat = ""
+    if len(lam_f) >= 2 and len(lam_m) >= 2:
+        ci = ratio_of_means_ci(lam_m, lam_f)
+        ratio = float(np.mean(lam_m) / np.mean(lam_f))
+        claim.numbers[f"ratio_to_{flat}"] = ratio
+        claim.uncertainty[f"ratio_to_{flat}_ci"] = list(ci)
+        vs_flat = f"; mean lambda_max {method} / {flat} {ratio:.2f}, 95% CI {_fmt_ci(ci)}"
+    claim.evidence = (
+        f"lambda_max {method} {_values(lam_m)}, {sharp} {_values(lam_s)} (p {p_lam:.3g}); "
+        f"peak intermediate gain {method} {_values(peaks[method])}, {sharp} "
+        f"{_values(peaks[sharp])} (p {p_gain:.3g}){vs_flat}; not converged: {method} "
+        f"{others_m}, {sharp} {others_s}"
+    )
+    if p_lam_rev < ALPHA or p_gain_rev < ALPHA:
+        claim.holds = FAILS
+    elif p_lam < ALPHA and p_gain < ALPHA:
+        claim.holds = HOLDS
+    elif floor >= ALPHA:
+        claim.reason = f"with these run counts the smallest exact p is {floor:.3g}"
+    else:
+        claim.reason = "lambda_max or the gains overlap between the methods (not significant)"
+    return claim
+
+
+def claim_method_interpolation(
+    pairs: Sequence[dict],
+    table: Mapping[str, Any],
+    skipped: Sequence[dict],
+    method: str,
+    sharp: str = "adam",
+) -> Claim:
+    """Claim 7's test for `method`'s minima against the sharp method's: does the interpolation
+    line make `method`'s end look sharper (Lemma 2), as it does for SGD's?"""
+    claim = claim_interpolation_misleads(pairs, table, skipped, method, sharp)
+    claim.name = f"{method}_interpolation_misleads"
+    claim.statement = (
+        f"Along the line between a {method.upper()} minimum and a {sharp.upper()} one, the "
+        f"{method.upper()} end looks sharper, as the flat end does in Fig. 7 (Lemma 2)."
+    )
+    claim.statistic = (
+        f"k of N ({method}, {sharp}) pairs of converged runs where the curvature along the "
+        f"connecting line is larger at the {method} end; Clopper-Pearson 95% interval of k/N"
+    )
+    claim.threshold_source = "claim 7's rule (the paper: all 16 SGD/Adam pairs), fixed in advance"
+    return claim
+
+
+def check_beyond_claims(
+    table_s1: Mapping[str, Any],
+    gains: Mapping[str, Sequence[dict]],
+    other_pairs: Sequence[dict],
+    others_summary: Mapping[str, Any] | None = None,
+) -> list[Claim]:
+    """For each method beyond the paper's two (Table S1's third and later rows, e.g. SAM): is
+    its minimum flat in the paper's sense, and does the interpolation picture mislead for it?"""
+    methods = [m for m in table_s1 if isinstance(table_s1[m], Mapping)]
+    if len(methods) < 3:
+        return []
+    flat, sharp, *others = methods
+    claims = []
+    for method in others:
+        pairs = [p for p in other_pairs if p.get("method") == method]
+        skipped = ((others_summary or {}).get(method) or {}).get("pairs_skipped", [])
+        claims.append(claim_method_flat(table_s1, gains, method, flat, sharp))
+        claims.append(claim_method_interpolation(pairs, table_s1, skipped, method, sharp))
+    return claims
+
+
 def check_claims(
     identity_rows: Sequence[dict],
     he_rows: Sequence[dict],
@@ -964,6 +1105,88 @@ def gains_radius_markdown(claim: Claim) -> str:
     return "\n".join(lines)
 
 
+def spectra_markdown(spectra: Mapping[str, Any]) -> str:
+    """Per method, over its converged runs: lambda_1, the gap ratio lambda_1 / lambda_2, the
+    Hessian trace (Hutchinson, mean of the per-run estimates; each run's relative standard
+    error below its stated tolerance or flagged) and the mean eigenvalue tr(H)/N, with the cost
+    of each measure in HVPs. Units: the training loss is per-pixel MSE."""
+    lines = [
+        "| method | converged | λ_1 | λ_1/λ_2 | tr(H) (Hutchinson) | max rel. std. error | "
+        "tr(H)/N | HVPs: λ_max, trace, density |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, rows in (spectra.get("runs") or {}).items():
+        used = [r for r in rows if r.get("status") == CONVERGED]
+
+        def mean(key: str, rows=used) -> str:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if not values:
+                return "n/a"
+            text = f"{np.mean(values):.4g}"
+            return text + (f" ± {np.std(values, ddof=1):.2g}" if len(values) > 1 else "")
+
+        rel = [
+            r["trace_stderr"] / abs(r["trace"])
+            for r in used
+            if r.get("trace") and r.get("trace_stderr") is not None
+        ]
+        per_n = [
+            r["trace"] / r["parameters"] for r in used if r.get("trace") and r.get("parameters")
+        ]
+        unconverged = sum(r.get("trace_converged") is False for r in used)
+        lines.append(
+            f"| {method} | {len(used)} of {len(rows)} | {mean('lambda_1')} | {mean('gap_ratio')} "
+            f"| {mean('trace')} | {_fmt(max(rel)) if rel else 'n/a'}"
+            + (f" ({unconverged} above tol)" if unconverged else "")
+            + f" | {_fmt(float(np.mean(per_n))) if per_n else 'n/a'} | "
+            f"{mean('lambda_hvps')}, {mean('trace_hvps')}, {mean('density_hvps')} |"
+        )
+    return "\n".join(lines)
+
+
+def beyond_section(beyond: Sequence[Claim], spectra: Mapping[str, Any] | None) -> list[str]:
+    """Beyond the paper: the verdicts on the further methods (SAM), and the Hessian trace,
+    top-2 gap and cost of every method's minima."""
+    out = ["## Beyond the paper: SAM's minima, Hessian trace and spectral density", ""]
+    if beyond:
+        counts = Counter(c.verdict for c in beyond)
+        out += [
+            f"Same standards as the paper's claims ({counts['holds']} hold, "
+            f"{counts['does not hold']} do not hold, {counts['undecided']} undecided):",
+            "",
+            "| question | verdict | why undecided |",
+            "|---|---|---|",
+        ]
+        out += [f"| {c.statement} | **{c.verdict}** | {c.reason or ''} |" for c in beyond]
+        for claim in beyond:
+            out += [
+                "",
+                f"### {claim.statement} — **{claim.verdict}**",
+                "",
+                f"- Test: {claim.statistic}",
+                f"- Threshold: {claim.threshold}",
+                f"- Threshold source: {claim.threshold_source}",
+                f"- Uncertainty: {_uncertainty_text(claim.uncertainty)}",
+                f"- Evidence: {claim.evidence}",
+            ]
+            if claim.reason:
+                out.append(f"- Undecided because: {claim.reason}")
+    else:
+        out.append("No method beyond the paper's two in this profile.")
+    if spectra:
+        out += [
+            "",
+            "### Hessian trace, top-2 gap and cost per method (converged runs, mean ± std)",
+            "",
+            spectra_markdown(spectra),
+            "",
+            "λ_1/λ_2 near 1 is what makes the power method slow (its error shrinks like "
+            "(λ_2/λ_1)^(2k)); the densities of one minimum per method are in the figure "
+            "`fig_hessian_density`.",
+        ]
+    return out
+
+
 def decided_section(profile: str, claims: Sequence[Claim]) -> list[str]:
     """Which claims this profile's data decide, derived from the verdicts and reasons (not
     written per profile): an undecided claim needs more or longer runs (the paper profile)."""
@@ -998,6 +1221,8 @@ def render_report(
     theory_metrics: Mapping[str, Any] | None,
     stage_rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     boundary: Mapping[str, Any] | None = None,
+    beyond: Sequence[Claim] = (),
+    spectra: Mapping[str, Any] | None = None,
 ) -> str:
     """Markdown report. `figures` holds (caption, relative path) pairs; `stage_rows` the runs
     (status, reason) of each stage for the status table."""
@@ -1037,7 +1262,8 @@ def render_report(
     if stage_rows is not None:
         out += ["## Run statuses (every run, per stage)", "", status_table(stage_rows), ""]
     out += [
-        "## Table S1: flat (SGD) vs sharp (Adam) minima, 6 layers",
+        "## Table S1: flat (SGD) vs sharp (Adam) minima, 6 layers (and beyond the paper: "
+        "SAM, when the profile trains it)",
         "",
         table_s1_markdown(table_s1),
         "",
@@ -1050,6 +1276,8 @@ def render_report(
             gains_radius_markdown(gains_claim),
             "",
         ]
+    if beyond or spectra:
+        out += [*beyond_section(beyond, spectra), ""]
     out += ["## Stability boundary lr_max(m) by bisection", ""]
     out += [boundary_markdown(boundary) if boundary else "No bisection output.", ""]
     out += ["## Grids", ""]

@@ -5,6 +5,8 @@ The grids of Figs. 4-5 train many nets that differ only in step size or seed. On
 matmuls (`torch.baddbmm` over stacked (K, d_out, d_in) weights) cost little more than one.
 The training loop (src.training.module) trains such a model exactly as it trains one net, member
 by member: each member has its own initial weights, batch order, step size and stopping rule.
+With optimizer=sam each member also takes its own ascent step, normalized by its own gradient
+norm (src.training.optim.SAM).
 
 Not batchable (trained one by one instead): noise re-sampled every epoch (it would need one
 copy of the training set per member), sharpness tracked during training, and step limits.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,23 @@ import torch.nn.functional as F
 from src import tracking
 from src.analysis.gains import gain_profile
 from src.analysis.hessian import SharpnessNotConverged, full_gradient, top_hessian_eigenvalue
+from src.analysis.spectrum import gap_ratio, hessian_spectral_density, hessian_trace
 from src.data import TensorData
 from src.models import MLP
 from src.plots import plot_gain_profile
 from src.training.module import final_metrics
 from src.training.record import RunRecord
-from src.training.status import affine_margin, decide_status
+from src.training.status import STATUSES, affine_margin, decide_status
 from src.training.steps import matmul_precision
 
 log = logging.getLogger(__name__)
+
+# How the analysis names its eigensolvers at the console (src.analysis.hessian's methods).
+SOLVER_NAMES = {
+    "lanczos": "Lanczos (ARPACK)",
+    "lanczos_torch": "Lanczos (torch)",
+    "power": "power iteration",
+}
 
 
 class RunRecorder:
@@ -65,6 +74,15 @@ class RunRecorder:
         if record.command:
             tags["command"] = record.command
         tracking.set_tags(logger, tags)
+        # Tags cannot be charted and are easy to miss in the runs table: the status is also a
+        # param (a column to sort and filter by, `params.status = 'converged'`) and a metric.
+        tracking.log_params(logger, {"status": record.status, "stop_reason": record.reason})
+        tracking.log_metrics(
+            logger,
+            {"converged": float(record.status == "converged"),
+             "status_code": float(STATUSES.index(record.status))},
+            step=record.steps,
+        )  # fmt: skip
         if self.log_checkpoint:
             tracking.log_artifact(logger, self.checkpoint_path)
 
@@ -75,7 +93,9 @@ class AnalysisCallback(pl.Callback):
     `analyze`, once training has ended (whatever stopped it; skipped for diverged runs): the
     top Hessian eigenvalue of the full training loss, lr x lambda_max (< 2: linearly stable,
     App. I), the top eigenvector saved next to the checkpoint, and the gain profile (JSON +
-    PNG). It measures only: `decide_status` judges the run from what it returns. With
+    PNG); when enabled, the Hessian trace (Hutchinson, with its standard error) and the
+    eigenvalue density (stochastic Lanczos quadrature, saved as JSON). Each measure's cost in
+    HVPs and seconds is logged beside it. It measures only: `decide_status` judges the run from what it returns. With
     `every_n_epochs > 0`, sharpness is also tracked during training (a run trained alone),
     each solve warm-started from the previous eigenvector.
     """
@@ -97,6 +117,8 @@ class AnalysisCallback(pl.Callback):
         gains: bool = True,
         gain_restarts: int = 100,
         gain_steps: int = 300,
+        trace: dict[str, Any] | None = None,
+        density: dict[str, Any] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.lr = float(lr)
@@ -109,12 +131,16 @@ class AnalysisCallback(pl.Callback):
         self.gains = gains
         self.gain_restarts = gain_restarts
         self.gain_steps = gain_steps
+        # hessian_trace / hessian_spectral_density settings (None: not measured)
+        self.trace = trace
+        self.density = density
         self.tracked: list[dict[str, float]] = []
         self._last_eigenvector: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, cfg: dict, output_dir: str | Path, lr: float) -> AnalysisCallback:
         sharp, gains = cfg["sharpness"], cfg.get("gains", {})
+        trace, density = cfg.get("trace") or {}, cfg.get("density") or {}
         return cls(
             output_dir,
             lr,
@@ -130,7 +156,16 @@ class AnalysisCallback(pl.Callback):
             gains=gains.get("enabled", False),
             gain_restarts=gains.get("restarts", 100),
             gain_steps=gains.get("steps", 300),
-        )
+            trace=(
+                {k: trace[k] for k in ("tol", "min_probes", "max_probes")}
+                if trace.get("enabled") else None
+            ),
+            density=(
+                {"probes": density["probes"], "lanczos_steps": density["lanczos_steps"],
+                 "broadening": density["broadening"], "grid": density["grid_points"]}
+                if density.get("enabled") else None
+            ),
+        )  # fmt: skip
 
     @property
     def solver_tol(self) -> float:
@@ -183,6 +218,12 @@ class AnalysisCallback(pl.Callback):
             tracking.set_tags(logger, {"analysis": "skipped (diverged)"})
             return {"skipped": "diverged"}
         results = self._measure_sharpness(logger, model, data, record)
+        if self.trace is not None:
+            results["trace"] = self._measure_trace(logger, model, data, record)
+        if self.density is not None:
+            results["density"], results["density_path"] = self._measure_density(
+                logger, model, data, record
+            )
         if self.tracked:
             results["tracked"] = self.tracked
         if self.gains:
@@ -202,6 +243,13 @@ class AnalysisCallback(pl.Callback):
                 "hessian_status": "not_converged",
                 "hessian_error": str(err),
             }
+        log.info(
+            "lambda_max = %.6g: %s, %d HVPs, %.1f s",
+            result.eigenvalue,
+            SOLVER_NAMES.get(result.method, result.method),
+            result.hvps,
+            result.seconds,
+        )
         metrics = {
             "lambda_max": result.eigenvalue,
             "lr_times_lambda_max": self.lr * result.eigenvalue,
@@ -212,6 +260,8 @@ class AnalysisCallback(pl.Callback):
         metrics.update(
             {f"lambda_{i + 1}": value for i, value in enumerate(result.eigenvalues[1:], start=1)}
         )
+        if len(result.eigenvalues) > 1:  # what makes the power method slow (r = 1 / gap)
+            metrics["lambda_gap_ratio"] = gap_ratio(result.eigenvalues)
         tracking.log_metrics(logger, metrics, step=record.steps)
         out = {
             **metrics,
@@ -229,8 +279,83 @@ class AnalysisCallback(pl.Callback):
             tracking.set_tags(logger, {"eigenvector_path": out["eigenvector_path"]})
         return out
 
+    def _landscape_options(self) -> dict[str, Any]:
+        return {
+            "chunk_size": self.solver["chunk_size"],
+            "memory_share": self.solver["memory_share"],
+            "dtype": self.dtype,
+        }
+
+    def _measure_trace(self, logger, model: MLP, data: TensorData, record: RunRecord) -> dict:
+        """tr(H) of the training loss (Hutchinson), with its standard error and cost."""
+        result = hessian_trace(
+            model, F.mse_loss, data.train_inputs, data.train_targets,
+            seed=record.seed, **self.trace, **self._landscape_options(),
+        )  # fmt: skip
+        log.info(
+            "trace(H) = %.6g ± %.2g: Hutchinson, %d HVPs, %.1f s%s",
+            result.trace,
+            result.stderr,
+            result.hvps,
+            result.seconds,
+            "" if result.converged else f" (relative error above {result.tol:g})",
+        )
+        tracking.log_metrics(
+            logger,
+            {
+                "hessian_trace": result.trace,
+                "hessian_trace_stderr": result.stderr,
+                "hessian_trace_hvps": result.hvps,
+                "hessian_trace_seconds": result.seconds,
+            },
+            step=record.steps,
+        )
+        return result.to_dict()
+
+    def _measure_density(
+        self, logger, model: MLP, data: TensorData, record: RunRecord
+    ) -> tuple[dict, str]:
+        """The Hessian's eigenvalue density (stochastic Lanczos quadrature), saved as
+        hessian_density.json (grid, density, Ritz nodes and weights) and logged as an artifact;
+        returns its summary (moments, edges, cost; also logged as metrics) and the file."""
+        result = hessian_spectral_density(
+            model, F.mse_loss, data.train_inputs, data.train_targets,
+            seed=record.seed, **self.density, **self._landscape_options(),
+        )  # fmt: skip
+        log.info(
+            "Hessian density: stochastic Lanczos quadrature, %d probes x %d steps, %d HVPs, %.1f s",
+            result.probes,
+            result.lanczos_steps,
+            result.hvps,
+            result.seconds,
+        )
+        summary = result.to_dict()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "hessian_density.json"
+        payload = {
+            **summary,
+            "grid": result.grid.tolist(),
+            "density": result.density.tolist(),
+            "nodes": [n.tolist() for n in result.nodes],
+            "weights": [w.tolist() for w in result.weights],
+        }
+        path.write_text(json.dumps(payload))
+        tracking.log_artifact(logger, path, "analysis")
+        tracking.log_metrics(
+            logger,
+            {
+                "density_trace": result.trace,
+                "density_top_edge": result.top_edge,
+                "density_hvps": result.hvps,
+                "density_seconds": result.seconds,
+            },
+            step=record.steps,
+        )
+        return {**summary, "trace": result.trace}, str(path.resolve())
+
     def _measure_gains(self, logger, model: MLP, data: TensorData, seed: int) -> dict[str, Any]:
         inputs = data.train_inputs
+        started = time.perf_counter()
         profile = gain_profile(
             model,
             input_dim=inputs.shape[1],
@@ -240,6 +365,12 @@ class AnalysisCallback(pl.Callback):
             seed=seed,
         )
         gains = profile.to_dict()
+        log.info(
+            "gain profile: %d restarts x %d steps per layer, %.1f s",
+            self.gain_restarts,
+            self.gain_steps,
+            time.perf_counter() - started,
+        )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         json_path = self.output_dir / "gains.json"
         json_path.write_text(json.dumps(gains, indent=1))

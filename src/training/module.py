@@ -26,7 +26,7 @@ from src.analysis.hessian import full_loss
 from src.data import TensorData, reference_losses, resample_noise
 from src.models import MLP
 from src.training.batched import BatchedMLP
-from src.training.optim import BatchedOptimizer, make_optimizer
+from src.training.optim import SAM, make_batched_optimizer, make_optimizer
 from src.training.record import RunRecord
 from src.training.steps import StepRunner, use_capture
 
@@ -167,7 +167,7 @@ class RegressionModule(pl.LightningModule):
         self._capture = use_capture(self.cuda_graph, self.device)
         if self.batched:
             lrs = torch.tensor([r.lr for r in self.records], device=self.device)
-            self._optimizer = BatchedOptimizer(self.net.parameters(), self.optimizer_cfg, lrs)
+            self._optimizer = make_batched_optimizer(self.net.parameters(), self.optimizer_cfg, lrs)
         else:
             self._optimizer = make_optimizer(
                 self.net.parameters(), self.optimizer_cfg, capturable=self._capture
@@ -197,9 +197,12 @@ class RegressionModule(pl.LightningModule):
         idx = self._order.index_select(1, positions).reshape(-1)
         x = self.data.train_inputs.index_select(0, idx)
         y = self.data.train_targets.index_select(0, idx)
-        losses = self._member_losses(x, y)
-        losses.sum().backward()  # member k's gradient is that of its own loss
-        self._optimizer.step()
+        if isinstance(self._optimizer, SAM):  # two passes on the batch; the loss is at w
+            losses = self._optimizer.step(lambda: self._member_losses(x, y))
+        else:
+            losses = self._member_losses(x, y)
+            losses.sum().backward()  # member k's gradient is that of its own loss
+            self._optimizer.step()
         self._loss_sum += losses.detach() * positions.numel()
 
     def _static_step(self) -> None:

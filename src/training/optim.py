@@ -1,5 +1,6 @@
-"""The optimizers of the training loop: torch.optim's SGD and Adam for one run, and their update
-applied member by member to the stacked parameters of a batched model."""
+"""The optimizers of the training loop: torch.optim's SGD and Adam for one run, their update
+applied member by member to the stacked parameters of a batched model, and sharpness-aware
+minimization (SAM, Foret et al. 2021) around either."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import torch
 
 
 def make_optimizer(params, cfg: dict, capturable: bool = False) -> torch.optim.Optimizer:
-    """torch.optim.SGD / Adam from an `optimizer` config. `capturable` keeps Adam's step count
-    on the device, which a CUDA graph needs (SGD has no step count)."""
+    """torch.optim.SGD / Adam from an `optimizer` config, or `SAM` around one of them
+    (optimizer.base). `capturable` keeps Adam's step count on the device, which a CUDA graph
+    needs (SGD has no step count)."""
+    if cfg["name"] == "sam":
+        base = make_optimizer(params, {**cfg, "name": cfg["base"]}, capturable=capturable)
+        return SAM(base, rho=cfg["rho"])
     if cfg["name"] == "sgd":
         return torch.optim.SGD(
             params,
@@ -106,3 +111,125 @@ class BatchedOptimizer(torch.optim.Optimizer):
             if not other.state[new]:
                 del other.state[new]
         return other
+
+
+def make_batched_optimizer(params, cfg: Mapping[str, Any], lrs: torch.Tensor):
+    """`BatchedOptimizer` for a batched model's stacked parameters (one step size per member),
+    or `SAM` around it with one ascent step per member (optimizer.name=sam)."""
+    if cfg["name"] == "sam":
+        base = BatchedOptimizer(params, {**cfg, "name": cfg["base"]}, lrs)
+        return SAM(base, rho=cfg["rho"], per_member=True)
+    return BatchedOptimizer(params, cfg, lrs)
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-aware minimization (Foret et al. 2021) around a base optimizer.
+
+    One step on a batch with loss L: g = grad L(w); e = rho g / (||g|| + eps); g' = grad L(w + e)
+    on the same batch; w is restored and the base optimizer (SGD, Adam, or a
+    `BatchedOptimizer`) updates it with g'. ||.|| runs over all parameters of the net; with
+    `per_member` (stacked parameters of a batched model, member k at index k of the leading
+    dim) it is member k's own norm, so each member takes its own SAM step. eps = 1e-12 (as in
+    Foret et al.'s code) makes e = 0 where g = 0, without a branch on a tensor's value.
+
+    `step(closure)` is the whole step. It contains no host synchronisation (no `.item()`, no
+    branch on tensor values), so a CUDA graph can capture it:
+    * g comes from `torch.autograd.grad` and never touches `param.grad`, so no gradient has to
+      be zeroed between the two passes: `param.grad` receives g' alone, from the second
+      backward, after the caller's `zero_grad(set_to_none=True)` before the step (as for the
+      base optimizers; StepRunner does this before each eager step and before capture);
+    * the weights at w are kept in buffers allocated at the first step (an eager warm-up step
+      before any capture) and rewritten in place: restoring copies them back, exactly, rather
+      than subtracting e (w + e - e is not w in floating point).
+
+    The parameter groups and state are the base optimizer's (lr, zero_grad and state_dict act
+    on it); the saved weights are scratch, not state."""
+
+    def __init__(
+        self,
+        base: torch.optim.Optimizer,
+        rho: float,
+        per_member: bool = False,
+        eps: float = 1e-12,
+    ) -> None:
+        params = [p for group in base.param_groups for p in group["params"]]
+        super().__init__(params, {})
+        self.base = base
+        self.rho = float(rho)
+        self.per_member = per_member
+        self.eps = float(eps)
+        self.param_groups = base.param_groups
+        self.state = base.state
+        self.defaults = base.defaults
+        self._saved: dict[torch.Tensor, torch.Tensor] = {}
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _scale(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        """rho / (||g|| + eps): a scalar, or one per member (K,) with `per_member`."""
+        if self.per_member:
+            square = sum(g.reshape(g.shape[0], -1).pow(2).sum(dim=1) for g in grads)
+        else:
+            square = sum(g.pow(2).sum() for g in grads)
+        return self.rho / (square.sqrt() + self.eps)
+
+    @torch.no_grad()
+    def perturb(self, grads: Sequence[torch.Tensor]) -> None:
+        """w += e = rho g / ||g|| for the gradients `grads` (one per parameter, in order),
+        keeping w to restore."""
+        params = self._params()
+        if len(grads) != len(params):
+            raise ValueError(f"SAM.perturb: {len(grads)} gradients for {len(params)} parameters")
+        scale = self._scale(grads)
+        for param, grad in zip(params, grads):
+            saved = self._saved.get(param)
+            if saved is None:
+                saved = self._saved[param] = torch.empty_like(param)
+            saved.copy_(param)
+            factor = scale.view(-1, *([1] * (param.dim() - 1))) if self.per_member else scale
+            param.add_(grad * factor)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """w + e -> w (the weights `perturb` kept)."""
+        for param in self._params():
+            param.copy_(self._saved[param])
+
+    def restore_and_step(self) -> None:
+        """Restore w and apply the base optimizer's update with the gradients in `param.grad`
+        (those at w + e)."""
+        self.restore()
+        self.base.step()
+
+    def step(self, closure=None):
+        """One SAM step. `closure()` computes the loss on the batch at the current weights and
+        returns it without calling backward (a tensor; a batched model's per-member losses are
+        summed, each member's gradient being that of its own loss). `param.grad` must be None
+        or zero on entry. Returns the closure's loss at w (the first pass), detached."""
+        if closure is None:
+            raise ValueError("SAM.step needs a closure: the loss is evaluated twice per step")
+        params = self._params()
+        with torch.enable_grad():
+            loss = closure()
+            grads = torch.autograd.grad(loss.sum(), params)
+        self.perturb(grads)
+        with torch.enable_grad():
+            closure().sum().backward()
+        self.restore_and_step()
+        return loss.detach()
+
+    def moved_to(self, params: Sequence[torch.Tensor], members: torch.Tensor):
+        """A new SAM over `params` (the kept members' parameters) carrying the base optimizer's
+        state (batched models only: see `BatchedOptimizer.moved_to`)."""
+        return SAM(
+            self.base.moved_to(params, members), self.rho, per_member=self.per_member,
+            eps=self.eps,
+        )  # fmt: skip
+
+    def state_dict(self):
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self.base.load_state_dict(state_dict)
+        self.param_groups, self.state = self.base.param_groups, self.base.state

@@ -36,6 +36,7 @@ from src.signals import Terminated
 from src.training.batched import batch_key, batchable
 from src.training.callbacks import AnalysisCallback, RunFinisher, RunRecorder, finish_run
 from src.training.module import RegressionModule, log_history
+from src.training.progress import progress_from_config
 from src.training.record import RunRecord
 from src.training.status import StoppingRule, affine_margin, stability_limit
 from src.training.steps import matmul_precision
@@ -135,9 +136,26 @@ def make_logger(resolved: Mapping, dataset_name: str, tags: Mapping[str, Any] | 
     )
 
 
-def log_run_params(logger, resolved: Mapping, model: MLP) -> None:
+def dataset_description(resolved: Mapping, data: TensorData) -> tuple[str, dict[str, Any]]:
+    """The name and profile of the run's data set as MLflow shows it (a dataset input)."""
+    cfg = resolved["dataset"]
+    profile: dict[str, Any] = {"dataset": cfg["name"]}
+    name = cfg["name"]
+    if cfg.get("resolution"):
+        profile["resolution"] = f"{cfg['resolution']}x{cfg['resolution']}"
+        name += f" {profile['resolution']}"
+    if data.noise_std is not None:
+        profile["noise_std"] = data.noise_std
+        name += f" noise {data.noise_std:g}"
+    profile.update(n_train=data.n_train, n_val=int(data.val_inputs.shape[0]))
+    profile.update(d_in=data.d_in, d_out=data.d_out)
+    return f"{name} n={data.n_train}", profile
+
+
+def log_run_params(logger, resolved: Mapping, model: MLP, data: TensorData) -> None:
     if logger is None:
         return
+    tracking.log_dataset_input(logger, *dataset_description(resolved, data))
     params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
     params.update(
         init=resolved["init"]["name"],
@@ -244,8 +262,12 @@ def train(
     callbacks = [RunFinisher(run.finish)]
     if run.analysis is not None:
         callbacks.insert(0, run.analysis)  # tracks sharpness during training, if asked
+    label = resolved["logger"].get("run_name") or default_run_name(resolved)
+    tracked = run.analysis.tracked if run.analysis is not None else None
+    if (progress := progress_from_config(resolved, label, tracked)) is not None:
+        callbacks.insert(0, progress)
     try:
-        log_run_params(logger, resolved, run.model)
+        log_run_params(logger, resolved, run.model, data)
         trainer = pl.Trainer(**resolved["trainer"], logger=logger or False, callbacks=callbacks)
         with matmul_precision(resolved["performance"]["tf32"]):
             trainer.fit(module)
@@ -290,7 +312,11 @@ def train_batched(
         for r, out, cmd in zip(resolved, output_dirs or [None] * n, commands or [None] * n)
     ]
     module = RegressionModule([r.model for r in runs], [r.record for r in runs], data)
-    trainer = pl.Trainer(**resolved[0]["trainer"], logger=False, callbacks=[])
+    label = f"{n} runs like {default_run_name(resolved[0])}"
+    progress = progress_from_config(resolved[0], label)
+    trainer = pl.Trainer(
+        **resolved[0]["trainer"], logger=False, callbacks=[progress] if progress else []
+    )
     with matmul_precision(resolved[0]["performance"]["tf32"]):
         trainer.fit(module)
     model_steps = sum(r.record.steps for r in runs)
@@ -314,7 +340,7 @@ def _finish_member(run: RunParts, module: RegressionModule, tags: Mapping[str, A
     logger = make_logger(run.record.resolved, module.data.name, tags)
     run.model.to(module.device)
     try:
-        log_run_params(logger, run.record.resolved, run.model)
+        log_run_params(logger, run.record.resolved, run.model, module.data)
         log_history(logger, run.record)
         run.finish(logger, module.data)
     except BaseException as err:

@@ -156,10 +156,17 @@ class StoppingRule:
 def stability_limit(resolved: Mapping[str, Any]) -> float | None:
     """The bound on lr x lambda_max above which a minimum is linearly unstable for the
     optimizer (App. I, eq. S4: 2 for plain GD/SGD; 2 (1 + beta) with heavy-ball momentum beta).
-    None when the run should not be judged by it (Adam, or the check switched off)."""
+    None when the run should not be judged by it (Adam, SAM, or the check switched off).
+
+    SAM has no limit of this kind, whatever its base: eq. (S4) linearises the update map around
+    a minimum, where the gradient vanishes, but SAM's ascent step rho g / ||g|| keeps length rho
+    as g -> 0 (it is not even continuous there), so there is no linear map to bound. Known
+    stability analyses of SAM (e.g. Bartlett et al. 2023; Long & Bartlett 2023) give an edge
+    that depends on rho and the gradient norm along the trajectory, not a fixed bound on
+    lr x lambda_max that this check could apply at the final weights."""
     if not resolved["callbacks"]["convergence"].get("require_linear_stability", False):
         return None
-    if resolved["optimizer"]["name"] != "sgd":
+    if resolved["optimizer"]["name"] != "sgd":  # Adam, SAM: see above
         return None
     return 2.0 * (1.0 + float(resolved["optimizer"].get("momentum", 0.0)))
 
