@@ -25,9 +25,10 @@ their status and reason, never dropped. Writes under results/flat_vs_sharp/:
                          method (params.yaml's methods after the first two, e.g. SAM) against
                          the sharp one; npz keys are prefixed `<method>:`
   spectra.json           per run: lambda_1, lambda_2 and their gap ratio, the Hessian trace
-                         (Hutchinson, with its standard error) and the density's moments, with
-                         each measure's cost in HVPs; per method the eigenvalue density of its
-                         first converged run (the density figure)
+                         (Hutchinson, with its standard error) and (where the analysis measured
+                         it) the density's moments, with each measure's cost in HVPs; per
+                         method the eigenvalue density of its first converged run (the density
+                         figure; measured here when the analysis did not)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from pipelines.common import (
     grid_settings,
@@ -50,6 +52,7 @@ from src.analysis.cross_sections import loss_along_direction, loss_along_line
 from src.analysis.gains import gain_profile
 from src.analysis.hessian import hessian_vector_product
 from src.analysis.landscape import flat_parameters
+from src.analysis.spectrum import hessian_spectral_density
 from src.data import load_dataset
 from src.experiments.grid import compose_config, run_points
 from src.experiments.store import prune_results
@@ -338,10 +341,31 @@ def other_methods(
     return arrays, pairs, skipped
 
 
-def spectra(runs: dict[str, list[dict]]) -> dict:
+def method_density(result: dict, data, density_cfg: dict) -> dict:
+    """The eigenvalue density of one run's minimum: the one its analysis saved
+    (analysis.density.enabled), else computed here with the same settings (the cpu profile
+    measures one minimum per method, not every run: 120 HVPs each)."""
+    if result["analysis"].get("density_path"):
+        return load_json(Path(result["analysis"]["density_path"]))
+    density = hessian_spectral_density(
+        load_model(result),
+        F.mse_loss,
+        data.train_inputs,
+        data.train_targets,
+        probes=int(density_cfg["probes"]),
+        lanczos_steps=int(density_cfg["lanczos_steps"]),
+        broadening=float(density_cfg["broadening"]),
+        grid=int(density_cfg["grid_points"]),
+        seed=int(result["config"]["seed"]),
+    )
+    return {**density.to_dict(), "grid": density.grid.tolist(), "density": density.density.tolist()}
+
+
+def spectra(runs: dict[str, list[dict]], data, density_cfg: dict) -> dict:
     """What the analysis measured beyond lambda_max at each run's final weights: the top two
-    eigenvalues and their gap ratio, the trace (Hutchinson) and the density's moments, each
-    with its cost in HVPs; and per method the density of its first converged run."""
+    eigenvalues and their gap ratio, the trace (Hutchinson) and, where measured, the density's
+    moments, each with its cost in HVPs; and per method the density of its first converged
+    run (`method_density`)."""
     out: dict = {"runs": {}, "densities": {}}
     for method, results in runs.items():
         rows = []
@@ -371,18 +395,17 @@ def spectra(runs: dict[str, list[dict]]) -> dict:
                 }
             )
         out["runs"][method] = rows
-        first = next(
-            (r for r in results if r["status"] == CONVERGED and r["analysis"].get("density_path")),
-            None,
-        )
+        first = next((r for r in results if r["status"] == CONVERGED), None)
         if first is not None:
-            saved = load_json(Path(first["analysis"]["density_path"]))
+            saved = method_density(first, data, density_cfg)
             out["densities"][method] = {
                 "seed": int(first["config"]["seed"]),
                 "grid": saved["grid"],
                 "density": saved["density"],
                 "lambda_max": finite_or_none(first["analysis"].get("lambda_max")),
                 "sigma": saved["sigma"],
+                "hvps": saved["hvps"],
+                "moments": saved["moments"],
             }
     return out
 
@@ -536,7 +559,8 @@ def run(params_path: str, root: str) -> None:
         }
         for method in others
     }
-    write_json(out / "spectra.json", spectra(runs))
+    density_cfg = OmegaConf.to_container(cfg.analysis.density, resolve=True)
+    write_json(out / "spectra.json", spectra(runs, data, density_cfg))
     write_json(out / "summary.json", summary)
 
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from src.config import ConfigValueError, RunConfig, batching_enabled, validate
 from src.console import quiet_notices
 from src.data import TensorData, load_dataset
-from src.experiments.progress import GridProgress
+from src.experiments.progress import GridProgress, run_cost
 from src.experiments.store import (
     adopt_result,
     cached_result,
@@ -271,8 +271,8 @@ def train_in_processes(
     if not tasks:
         return {}
     # Longest first (a greedy schedule that keeps every worker busy to the end): a task's cost
-    # is taken as its number of runs x their depth, the per-step cost of equally wide nets.
-    tasks.sort(key=lambda task: -sum(int(r["model"]["depth"]) for r, _ in task[0]))
+    # is the sum of its runs' `run_cost` (depth x gradients per step: a SAM run costs twice).
+    tasks.sort(key=lambda task: -sum(run_cost(r) for r, _ in task[0]))
     prepare_tracking(pending)
     stored: dict[str, dict] = {}
     out = None if output_root is None else str(output_root)

@@ -1,8 +1,8 @@
 """Progress of a grid of training runs: "run k of N" with an estimate of the time left, one log
 line per finished run (or batched model).
 
-The estimate weighs each run by its depth (the per-step cost of equally wide nets, the same
-weight the worker pool schedules by) and extrapolates the throughput so far, which already
+The estimate weighs each run by `run_cost` (depth x gradients per step, the same weight the
+worker pool schedules by) and extrapolates the throughput so far, which already
 includes how many runs train side by side. Epoch counts are unknown in advance (the stopping
 rule ends runs early), so the estimate is rough by nature, and says so ("about").
 """
@@ -15,13 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from src.experiments.store import config_key
+from src.training.optim import gradients_per_step
 from src.training.progress import format_duration
 
 log = logging.getLogger(__name__)
 
 
 def run_cost(resolved: Mapping[str, Any]) -> float:
-    return float(resolved["model"]["depth"])
+    """A run's relative cost: depth (the per-step cost of equally wide nets) x the gradients
+    per optimizer step (2 for SAM)."""
+    return float(resolved["model"]["depth"]) * gradients_per_step(resolved["optimizer"])
 
 
 def run_label(config: Mapping[str, Any]) -> str:
@@ -52,28 +55,38 @@ class GridProgress:
                 f" ({stored} already in the result store)" if stored else "",
             )
 
-    def remaining_s(self) -> float | None:
+    def remaining_s(self, elapsed: float) -> float | None:
+        """The time the rest takes at the throughput so far (None before the first and after
+        the last run)."""
         if not self.done_cost or self.done_cost >= self.total_cost:
             return None
-        elapsed = time.perf_counter() - self.t0
         return elapsed / self.done_cost * (self.total_cost - self.done_cost)
 
     def finished(self, results: Iterable[Mapping[str, Any]]) -> None:
-        """Report stored results of runs that just finished (ones not pending are ignored)."""
+        """Report stored results of runs that just finished together (one run, or the members
+        of a batched model); ones not pending are ignored. The time left is estimated once all
+        of them are counted, and shown on the last line."""
+        new = []
         for result in results:
             key = result.get("key")
-            if key not in self.costs or key in self.done:
-                continue
-            self.done.add(key)
-            self.done_cost += self.costs[key]
-            left = self.remaining_s()
+            if key in self.costs and key not in self.done:
+                self.done.add(key)
+                self.done_cost += self.costs[key]
+                new.append(result)
+        if not new:
+            return
+        seconds = time.perf_counter() - self.t0
+        elapsed, left = format_duration(seconds), self.remaining_s(seconds)
+        first = len(self.done) - len(new)
+        for i, result in enumerate(new, 1):
+            last = i == len(new) and left is not None
             log.info(
                 "%s: run %d of %d done (%s: %s), %s elapsed%s",
                 self.name,
-                len(self.done),
+                first + i,
                 self.total,
                 run_label(result["config"]),
                 result.get("status"),
-                format_duration(time.perf_counter() - self.t0),
-                f", about {format_duration(left)} left" if left is not None else "",
+                elapsed,
+                f", about {format_duration(left)} left" if last else "",
             )

@@ -805,6 +805,12 @@ def claim_interpolation_misleads(
 
 # --- beyond the paper: further methods (SAM) against the sharp one -------------------------
 
+METHOD_LABELS = {"sgd": "SGD", "adam": "Adam", "sam": "SAM"}
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method.upper())
+
 
 def claim_method_flat(
     table: Mapping[str, Any],
@@ -818,8 +824,8 @@ def claim_method_flat(
     method; the ratio to the flat method's lambda_max is reported beside, without a verdict."""
     claim = Claim(
         f"{method}_flat",
-        f"{method.upper()}'s minima are flat in the paper's sense: a smaller λ_max and more "
-        f"balanced gains than {sharp.upper()}'s (Table S1, Fig. 6, Thm 2).",
+        f"{method_label(method)}'s minima are flat in the paper's sense: a smaller λ_max and "
+        f"more balanced gains than {method_label(sharp)}'s (Table S1, Fig. 6, Thm 2).",
         UNDECIDED,
         "",
         statistic=(
@@ -912,8 +918,9 @@ def claim_method_interpolation(
     claim = claim_interpolation_misleads(pairs, table, skipped, method, sharp)
     claim.name = f"{method}_interpolation_misleads"
     claim.statement = (
-        f"Along the line between a {method.upper()} minimum and a {sharp.upper()} one, the "
-        f"{method.upper()} end looks sharper, as the flat end does in Fig. 7 (Lemma 2)."
+        f"Along the line between a {method_label(method)} minimum and an "
+        f"{method_label(sharp)} one, the {method_label(method)} end looks sharper, as the flat "
+        "end does in Fig. 7 (Lemma 2)."
     )
     claim.statistic = (
         f"k of N ({method}, {sharp}) pairs of converged runs where the curvature along the "
@@ -1105,6 +1112,22 @@ def gains_radius_markdown(claim: Claim) -> str:
     return "\n".join(lines)
 
 
+def claim_markdown(claim: Claim, title: str) -> list[str]:
+    """One claim's section: its verdict, test, threshold and source, uncertainty, evidence."""
+    out = [
+        f"### {title} — **{claim.verdict}**",
+        "",
+        f"- Test: {claim.statistic}",
+        f"- Threshold: {claim.threshold}",
+        f"- Threshold source: {claim.threshold_source}",
+        f"- Uncertainty: {_uncertainty_text(claim.uncertainty)}",
+        f"- Evidence: {claim.evidence}",
+    ]
+    if claim.reason:
+        out.append(f"- Undecided because: {claim.reason}")
+    return out
+
+
 def spectra_markdown(spectra: Mapping[str, Any]) -> str:
     """Per method, over its converged runs: lambda_1, the gap ratio lambda_1 / lambda_2, the
     Hessian trace (Hutchinson, mean of the per-run estimates; each run's relative standard
@@ -1134,12 +1157,15 @@ def spectra_markdown(spectra: Mapping[str, Any]) -> str:
             r["trace"] / r["parameters"] for r in used if r.get("trace") and r.get("parameters")
         ]
         unconverged = sum(r.get("trace_converged") is False for r in used)
+        density_hvps = mean("density_hvps")
+        if density_hvps == "n/a":  # measured once per method (by the stage), not per run
+            density_hvps = _fmt((spectra.get("densities", {}).get(method) or {}).get("hvps"))
         lines.append(
             f"| {method} | {len(used)} of {len(rows)} | {mean('lambda_1')} | {mean('gap_ratio')} "
             f"| {mean('trace')} | {_fmt(max(rel)) if rel else 'n/a'}"
             + (f" ({unconverged} above tol)" if unconverged else "")
             + f" | {_fmt(float(np.mean(per_n))) if per_n else 'n/a'} | "
-            f"{mean('lambda_hvps')}, {mean('trace_hvps')}, {mean('density_hvps')} |"
+            f"{mean('lambda_hvps')}, {mean('trace_hvps')}, {density_hvps} |"
         )
     return "\n".join(lines)
 
@@ -1159,18 +1185,7 @@ def beyond_section(beyond: Sequence[Claim], spectra: Mapping[str, Any] | None) -
         ]
         out += [f"| {c.statement} | **{c.verdict}** | {c.reason or ''} |" for c in beyond]
         for claim in beyond:
-            out += [
-                "",
-                f"### {claim.statement} — **{claim.verdict}**",
-                "",
-                f"- Test: {claim.statistic}",
-                f"- Threshold: {claim.threshold}",
-                f"- Threshold source: {claim.threshold_source}",
-                f"- Uncertainty: {_uncertainty_text(claim.uncertainty)}",
-                f"- Evidence: {claim.evidence}",
-            ]
-            if claim.reason:
-                out.append(f"- Undecided because: {claim.reason}")
+            out += ["", *claim_markdown(claim, claim.statement)]
     else:
         out.append("No method beyond the paper's two in this profile.")
     if spectra:
@@ -1246,18 +1261,7 @@ def render_report(
     for claim in claims:
         out.append(f"| {claim.statement} | **{claim.verdict}** | {claim.reason or ''} |")
     for i, claim in enumerate(claims, 1):
-        out += [
-            "",
-            f"### Claim {i}: {claim.statement} — **{claim.verdict}**",
-            "",
-            f"- Test: {claim.statistic}",
-            f"- Threshold: {claim.threshold}",
-            f"- Threshold source: {claim.threshold_source}",
-            f"- Uncertainty: {_uncertainty_text(claim.uncertainty)}",
-            f"- Evidence: {claim.evidence}",
-        ]
-        if claim.reason:
-            out.append(f"- Undecided because: {claim.reason}")
+        out += ["", *claim_markdown(claim, f"Claim {i}: {claim.statement}")]
     out += ["", *decided_section(profile, claims), ""]
     if stage_rows is not None:
         out += ["## Run statuses (every run, per stage)", "", status_table(stage_rows), ""]

@@ -10,6 +10,13 @@ from typing import Any
 import torch
 
 
+def gradients_per_step(cfg: Mapping[str, Any]) -> int:
+    """Forward-backward passes per optimizer step of an `optimizer` config: 2 for SAM (the
+    ascent step's gradient, then the one it steps with), 1 otherwise. What a step costs, for
+    scheduling runs and estimating their time."""
+    return 2 if cfg["name"] == "sam" else 1
+
+
 def make_optimizer(params, cfg: dict, capturable: bool = False) -> torch.optim.Optimizer:
     """torch.optim.SGD / Adam from an `optimizer` config, or `SAM` around one of them
     (optimizer.base). `capturable` keeps Adam's step count on the device, which a CUDA graph
