@@ -95,8 +95,15 @@ def train_methods(params: dict, settings: dict, root: Path) -> dict[str, list[di
     out = root / "results" / STAGE
     base = [*training_overrides(params, STAGE, settings), f"depth={settings['depth']}"]
     methods = settings["methods"]
+    # The density of one minimum per method (the figure's): the first seed's analysis measures
+    # it, in the worker, batched with the others (`method_density` falls back to measuring it
+    # here when that run is not a minimum).
+    first = settings["seeds"][0]
+    density = ["analysis.density.enabled=true"]
     jobs = [
-        [*overrides, f"seed={seed}"] for overrides in methods.values() for seed in settings["seeds"]
+        [*overrides, f"seed={seed}", *(density if seed == first else [])]
+        for overrides in methods.values()
+        for seed in settings["seeds"]
     ]
     results = run_points(
         base,
@@ -395,7 +402,10 @@ def spectra(runs: dict[str, list[dict]], data, density_cfg: dict) -> dict:
                 }
             )
         out["runs"][method] = rows
-        first = next((r for r in results if r["status"] == CONVERGED), None)
+        first = next(
+            (r for r in results if r["status"] == CONVERGED and r["analysis"].get("density_path")),
+            next((r for r in results if r["status"] == CONVERGED), None),
+        )
         if first is not None:
             saved = method_density(first, data, density_cfg)
             out["densities"][method] = {
@@ -407,6 +417,8 @@ def spectra(runs: dict[str, list[dict]], data, density_cfg: dict) -> dict:
                 "hvps": saved["hvps"],
                 "moments": saved["moments"],
             }
+            for row in rows:  # the same net for every run of a method: tr(H)/N needs N
+                row["parameters"] = row["parameters"] or saved["num_parameters"]
     return out
 
 

@@ -25,7 +25,19 @@ from torch import nn
 from src.models import MLP
 
 # What may differ between the members of one batch.
-MEMBER_KEYS = ("seed", "lr", "optimizer.lr", "logger.run_name", "output_dir", "results_dir")
+# What may differ between the members of a batch: their seed and step size, where they log and
+# write, and which optional measurements their analysis makes after training (each member is
+# analysed on its own).
+MEMBER_KEYS = (
+    "seed",
+    "lr",
+    "optimizer.lr",
+    "logger.run_name",
+    "output_dir",
+    "results_dir",
+    "analysis.trace.enabled",
+    "analysis.density.enabled",
+)
 
 
 class BatchedMLP(nn.Module):
