@@ -259,6 +259,28 @@ def log_artifact(logger, path: str | Path, artifact_path: str | None = None) -> 
         ml.experiment.log_artifact(ml.run_id, str(path), artifact_path)
 
 
+def log_metric_series(logger, rows: list[tuple[dict[str, float], int]]) -> None:
+    """Log many (metrics, step) rows at once: one MLflow `log_batch` per 1,000 values instead
+    of one store transaction per row (a batched member's whole history is logged after
+    training: hundreds of rows)."""
+    if not rows or not logger:
+        return
+    if (ml := _mlflow(logger)) is None:
+        for metrics, step in rows:
+            log_metrics(logger, metrics, step=step)
+        return
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    values = [
+        Metric(key, float(value), stamp, int(step))
+        for metrics, step in rows
+        for key, value in metrics.items()
+    ]
+    for start in range(0, len(values), 1000):  # MLflow's limit per batch
+        ml.experiment.log_batch(ml.run_id, metrics=values[start : start + 1000])
+
+
 def log_params(logger, params: dict[str, Any]) -> None:
     if (ml := _mlflow(logger)) is not None:
         ml.log_hyperparams(params)

@@ -27,7 +27,7 @@ from src.experiments.boundary import (
     power_law_fit,
     stability_comparison,
 )
-from src.experiments.grid import balanced_chunks, run_grid, sweeps_of
+from src.experiments.grid import run_grid, sweeps_of
 from src.paper.boundary_figure import boundary_figure
 from src.paper.tables import read_csv, write_csv
 from src.training.status import STABILITY_FAILURES
@@ -382,18 +382,3 @@ def test_a_bad_value_found_in_a_worker_is_one_line_in_the_parent(tmp_path, mlflo
             launcher="processes",
             batch_models=False,
         )
-
-
-def test_few_chunks_are_halved_so_the_workers_can_be_balanced():
-    """3 chunks of 4 runs on 2 workers: halved to 6 chunks of 2 (a SAM chunk, costing twice an
-    SGD one, would otherwise keep one worker busy while the other idles); 4 chunks of 6 on 2
-    workers are already enough and stay whole; chunks never drop below 2 runs."""
-    three = [[("sgd", i) for i in range(4)], [("adam", i) for i in range(4)],
-             [("sam", i) for i in range(4)]]  # fmt: skip
-    halved = balanced_chunks(three, workers=2)
-    assert [len(c) for c in halved] == [2] * 6
-    assert [job for chunk in halved for job in chunk] == [job for c in three for job in c]
-    four = [[(d, i) for i in range(6)] for d in (2, 4, 6, 8)]
-    assert balanced_chunks(four, workers=2) == four
-    assert [len(c) for c in balanced_chunks([list(range(5))], workers=4)] == [2, 3]
-    assert [len(c) for c in balanced_chunks([list(range(3))], workers=4)] == [3]

@@ -597,3 +597,34 @@ def test_batched_gradient_norms_match_each_member(compose_cfg, tmp_path):
         assert norm == pytest.approx(
             float(torch.sqrt(sum(g.pow(2).sum() for g in grads))), rel=1e-5
         )
+
+
+def test_batched_members_log_their_history_in_one_batch(compose_cfg, tmp_path, mlflow_uri):
+    """A batched member's epoch losses reach MLflow after training, every log_every_n_epochs
+    epochs and at the last one, at the steps the run took (one log_batch, not one transaction
+    per epoch)."""
+    import mlflow
+
+    from src.data import load_dataset
+    from src.training.run import train_batched
+
+    cfgs = [
+        compose_cfg("depth=2", "trainer.max_epochs=5", "logger=mlflow",
+                    "callbacks.log_every_n_epochs=2", f"seed={seed}")
+        for seed in (0, 1)
+    ]  # fmt: skip
+    data = load_dataset(validate(cfgs[0])["dataset"])
+    results = train_batched(cfgs, [tmp_path / "a", tmp_path / "b"], data=data)
+    client = mlflow.MlflowClient(mlflow_uri)
+    for result in results:
+        logged = client.get_metric_history(result.run_id, "train_loss")
+        epochs = [1, 3, 4]  # every 2nd epoch (0-based 1, 3) and the last
+        assert [m.step for m in logged] == [result.history["step"][e] for e in epochs]
+        assert [m.value for m in logged] == pytest.approx(
+            [result.history["train_loss"][e] for e in epochs]
+        )
+        val = client.get_metric_history(result.run_id, "val_loss")
+        assert [m.value for m in val] == pytest.approx(
+            [result.history["val_loss"][e] for e in epochs]
+        )
+        assert [m.value for m in client.get_metric_history(result.run_id, "epoch")] == epochs

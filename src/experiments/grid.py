@@ -110,22 +110,6 @@ def batch_chunks(pending: Sequence[Job], max_models: int) -> list[list[Job]]:
     ]
 
 
-def balanced_chunks(chunks: list[list[Job]], workers: int) -> list[list[Job]]:
-    """Halve the chunks (down to 2 runs each) while there are fewer than 2 per worker: with as
-    many chunks as workers, or fewer, the longest-first schedule cannot balance them (e.g. a
-    SAM chunk costing twice an SGD one leaves the other worker idle for half the time)."""
-    while len(chunks) < 2 * workers and any(len(c) >= 4 for c in chunks):
-        halves = []
-        for chunk in chunks:
-            if len(chunk) >= 4:
-                middle = len(chunk) // 2
-                halves += [chunk[:middle], chunk[middle:]]
-            else:
-                halves.append(chunk)
-        chunks = halves
-    return chunks
-
-
 def train_chunk(
     chunk: Sequence[Job], results_dir: Path, output_root: str | Path | None, data: TensorData
 ) -> list[dict]:
@@ -279,7 +263,7 @@ def train_in_processes(
     back in its own (grid) order whatever order the workers finish in."""
     if workers < 1:
         raise ConfigValueError("compute.workers", "must be >= 1", workers)
-    chunks = balanced_chunks(batch_chunks(pending, max_models), workers) if batch else []
+    chunks = batch_chunks(pending, max_models) if batch else []
     in_chunks = {config_key(r) for chunk in chunks for r, _ in chunk}
     tasks = [(chunk, True) for chunk in chunks] + [
         ([job], False) for job in pending if config_key(job[0]) not in in_chunks

@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from src import tracking
 from src.analysis.hessian import full_loss
 from src.data import TensorData, reference_losses, resample_noise
 from src.models import MLP
@@ -45,9 +46,14 @@ def log_history(logger, record: RunRecord) -> None:
     every = max(1, int(record.resolved["callbacks"].get("log_every_n_epochs", 1)))
     history = record.history
     rows = list(zip(history["train_loss"], history["val_loss"], history["step"]))
-    for epoch, (train, val, step) in enumerate(rows):
-        if (epoch + 1) % every == 0 or epoch + 1 == len(rows):
-            log_epoch_losses(logger, epoch, train, val, step)
+    tracking.log_metric_series(
+        logger,
+        [
+            ({"train_loss": train, "val_loss": val, "epoch": epoch}, step)
+            for epoch, (train, val, step) in enumerate(rows)
+            if (epoch + 1) % every == 0 or epoch + 1 == len(rows)
+        ],
+    )
 
 
 def dead_unit_fractions(model: MLP, inputs: torch.Tensor, chunk: int = 10_000) -> list[float]:
