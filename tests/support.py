@@ -42,6 +42,16 @@ def all_runs(uri: str):
     return client.search_runs(ids) if ids else []
 
 
+def job_runs(uri: str):
+    """The training runs of a store, without the parent runs Hydra multiruns create
+    (src.hydra_callbacks.ParentRun)."""
+    return [r for r in all_runs(uri) if r.data.tags.get("multirun") != "parent"]
+
+
+def parent_runs(uri: str):
+    return [r for r in all_runs(uri) if r.data.tags.get("multirun") == "parent"]
+
+
 def write_idx(root: Path, folder: str, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
     """Write the four MNIST IDX files (uint8 28x28 images, labels) under root/folder/raw."""
     rng = np.random.default_rng(seed)

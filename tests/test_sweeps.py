@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import all_runs, run_cli
+from support import job_runs, parent_runs, run_cli
 
 pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
 
@@ -11,14 +11,14 @@ FAST = ["dataset.limit_train=100", "trainer.max_epochs=1", "analysis=off"]
 
 
 def _runs_by_params(uri):
-    runs = all_runs(uri)
+    runs = job_runs(uri)
     return {(r.data.params["model.depth"], r.data.params["optimizer.lr"]): r for r in runs}
 
 
 def test_single_job_multirun_flag_after_overrides(tmp_path, mlflow_uri):
     proc = run_cli("depth=12", "lr=0.5", *FAST, f"hydra.sweep.dir={tmp_path}", "-m")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = all_runs(mlflow_uri)
+    (run,) = job_runs(mlflow_uri)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.depth"] == "12" and run.data.params["optimizer.lr"] == "0.5"
     assert run.data.tags["sweep_id"] == str(tmp_path)
@@ -54,7 +54,7 @@ def test_sweep_with_a_diverging_member_completes(tmp_path, mlflow_uri):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    status = {r.data.params["optimizer.lr"]: r.data.tags["status"] for r in all_runs(mlflow_uri)}
+    status = {r.data.params["optimizer.lr"]: r.data.tags["status"] for r in job_runs(mlflow_uri)}
     assert status["200"] == "diverged"
     assert status["0.5"] != "diverged"
 
@@ -74,10 +74,14 @@ def test_sweep_with_a_diverging_member_completes(tmp_path, mlflow_uri):
 def test_parallel_launchers(tmp_path, mlflow_uri, launcher):
     proc = run_cli("-m", "depth=1,2", *FAST, *launcher, f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = all_runs(mlflow_uri)
+    runs = job_runs(mlflow_uri)
     assert sorted(r.data.params["model.depth"] for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.tags["sweep_id"] for r in runs} == {str(tmp_path)}
+    # jobs in other processes find the multirun's parent run through the sweep directory
+    (parent,) = parent_runs(mlflow_uri)
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs"] == 2
 
 
 def test_pipeline_grid_through_a_hydra_launcher(tmp_path, mlflow_uri, monkeypatch):
@@ -101,8 +105,8 @@ def test_pipeline_grid_through_a_hydra_launcher(tmp_path, mlflow_uri, monkeypatc
     )
     assert [r["config"]["model"]["depth"] for r in results] == [1, 2]
     assert len(list((tmp_path / "runs").glob("*.json"))) == 2
-    assert {r.data.tags["config_key"] for r in all_runs(mlflow_uri)} == {r["key"] for r in results}
+    assert {r.data.tags["config_key"] for r in job_runs(mlflow_uri)} == {r["key"] for r in results}
     # a second pass finds every result and trains nothing
     again = run_grid(base, {"depth": [1, 2]}, tmp_path / "runs", launcher="inprocess")
     assert [r["key"] for r in again] == [r["key"] for r in results]
-    assert len(all_runs(mlflow_uri)) == 2
+    assert len(job_runs(mlflow_uri)) == 2
