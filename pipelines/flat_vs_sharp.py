@@ -65,6 +65,7 @@ from src.paper.tables import (
     write_csv,
     write_json,
 )
+from src.training.callbacks import density_settings
 
 STAGE = "flat_vs_sharp"
 REQUIRED_FILES = ("checkpoint_path", "analysis.eigenvector_path", "analysis.density_path")
@@ -359,13 +360,10 @@ def method_density(result: dict, data, density_cfg: dict) -> dict:
         F.mse_loss,
         data.train_inputs,
         data.train_targets,
-        probes=int(density_cfg["probes"]),
-        lanczos_steps=int(density_cfg["lanczos_steps"]),
-        broadening=float(density_cfg["broadening"]),
-        grid=int(density_cfg["grid_points"]),
         seed=int(result["config"]["seed"]),
+        **density_settings(density_cfg),
     )
-    return {**density.to_dict(), "grid": density.grid.tolist(), "density": density.density.tolist()}
+    return density.to_dict(arrays=True)
 
 
 def spectra(runs: dict[str, list[dict]], data, density_cfg: dict) -> dict:

@@ -294,21 +294,23 @@ def log_dataset_input(logger, name: str, description: dict[str, Any], context: s
         return
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
-
-    class DescribedDataset(MetaDataset):
-        def to_dict(self) -> dict[str, str]:
-            return {**super().to_dict(), "profile": json.dumps(description, default=str)}
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     source = CodeDatasetSource(tags={"loader": "src.data.load_dataset", **description})
-    dataset = DescribedDataset(source, name=name)
+    # MLflow's own digest and source of a metadata-only dataset, with our profile added
+    # (MetaDataset has no profile of its own).
+    meta = MetaDataset(source, name=name).to_dict()
+    entity = Dataset(
+        name=meta["name"],
+        digest=meta["digest"],
+        source_type=meta["source_type"],
+        source=meta["source"],
+        schema=meta.get("schema"),
+        profile=json.dumps(description, default=str),
+    )
     ml.experiment.log_inputs(
         ml.run_id,
-        datasets=[
-            DatasetInput(
-                dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
-            )
-        ],
+        datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])],
     )
 
 

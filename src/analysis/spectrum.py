@@ -121,9 +121,10 @@ class SpectralDensity:
         """tr(H) estimated from the quadrature: N * moments[0]."""
         return self.num_parameters * self.moments[0]
 
-    def to_dict(self) -> dict:
-        """JSON-friendly summary (without grid, density, nodes and weights)."""
-        return {
+    def to_dict(self, arrays: bool = False) -> dict:
+        """JSON-friendly summary; with `arrays`, also the grid, density, nodes and weights (the
+        whole result, as saved in hessian_density.json)."""
+        summary = {
             "moments": list(self.moments),
             "moment_stderr": list(self.moment_stderr),
             "top_edge": self.top_edge,
@@ -134,6 +135,15 @@ class SpectralDensity:
             "seconds": self.seconds,
             "sigma": self.sigma,
             "num_parameters": self.num_parameters,
+        }
+        if not arrays:
+            return summary
+        return {
+            **summary,
+            "grid": self.grid.tolist(),
+            "density": self.density.tolist(),
+            "nodes": [n.tolist() for n in self.nodes],
+            "weights": [w.tolist() for w in self.weights],
         }
 
 

@@ -70,15 +70,20 @@ class BatchedMLP(nn.Module):
         return self.weights[0].shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Activations are carried as (K, d, B), h_j = W_j h_j-1 + b_j: each weight's gradient
+        # (dh_j h_j-1^T) then comes out in the weight's own (K, d_j, d_j-1) layout, not as a
+        # transposed view that would be copied into .grad, or walked with strides by SAM's
+        # elementwise ops on autograd.grad's output, every step.
         last = len(self.weights) - 1
+        h = x.transpose(1, 2).contiguous()
         for j, weight in enumerate(self.weights):
             if self.has_bias:
-                x = torch.baddbmm(self.biases[j].unsqueeze(1), x, weight.transpose(1, 2))
+                h = torch.baddbmm(self.biases[j].unsqueeze(2), weight, h)
             else:
-                x = torch.bmm(x, weight.transpose(1, 2))
+                h = torch.bmm(weight, h)
             if j < last and self.activation == "relu":
-                x = torch.relu(x)
-        return x
+                h = torch.relu(h)
+        return h.transpose(1, 2)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's weights as an `MLP` state dict."""

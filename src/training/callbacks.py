@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,16 @@ SOLVER_NAMES = {
     "lanczos_torch": "Lanczos (torch)",
     "power": "power iteration",
 }
+
+
+def density_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`hessian_spectral_density`'s settings from the config's `analysis.density` section."""
+    return {
+        "probes": int(cfg["probes"]),
+        "lanczos_steps": int(cfg["lanczos_steps"]),
+        "broadening": float(cfg["broadening"]),
+        "grid": int(cfg["grid_points"]),
+    }
 
 
 class RunRecorder:
@@ -160,11 +171,7 @@ class AnalysisCallback(pl.Callback):
                 {k: trace[k] for k in ("tol", "min_probes", "max_probes")}
                 if trace.get("enabled") else None
             ),
-            density=(
-                {"probes": density["probes"], "lanczos_steps": density["lanczos_steps"],
-                 "broadening": density["broadening"], "grid": density["grid_points"]}
-                if density.get("enabled") else None
-            ),
+            density=density_settings(density) if density.get("enabled") else None,
         )  # fmt: skip
 
     @property
@@ -332,14 +339,7 @@ class AnalysisCallback(pl.Callback):
         summary = result.to_dict()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / "hessian_density.json"
-        payload = {
-            **summary,
-            "grid": result.grid.tolist(),
-            "density": result.density.tolist(),
-            "nodes": [n.tolist() for n in result.nodes],
-            "weights": [w.tolist() for w in result.weights],
-        }
-        path.write_text(json.dumps(payload))
+        path.write_text(json.dumps(result.to_dict(arrays=True)))
         tracking.log_artifact(logger, path, "analysis")
         tracking.log_metrics(
             logger,

@@ -168,18 +168,18 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = base.param_groups
         self.state = base.state
         self.defaults = base.defaults
-        self._saved: dict[torch.Tensor, torch.Tensor] = {}
+        self._saved: list[torch.Tensor] = []  # w while the weights are at w + e
 
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
     def _scale(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
         """rho / (||g|| + eps): a scalar, or one per member (K,) with `per_member`."""
-        if self.per_member:
-            square = sum(g.reshape(g.shape[0], -1).pow(2).sum(dim=1) for g in grads)
+        if self.per_member:  # over every axis but the member's (no reshape: no copy of a view)
+            norms = [torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim()))) for g in grads]
         else:
-            square = sum(g.pow(2).sum() for g in grads)
-        return self.rho / (square.sqrt() + self.eps)
+            norms = [torch.linalg.vector_norm(g) for g in grads]
+        return self.rho / (torch.stack(norms).pow(2).sum(dim=0).sqrt() + self.eps)
 
     @torch.no_grad()
     def perturb(self, grads: Sequence[torch.Tensor]) -> None:
@@ -189,19 +189,17 @@ class SAM(torch.optim.Optimizer):
         if len(grads) != len(params):
             raise ValueError(f"SAM.perturb: {len(grads)} gradients for {len(params)} parameters")
         scale = self._scale(grads)
+        if not self._saved:
+            self._saved = [torch.empty_like(param) for param in params]
+        torch._foreach_copy_(self._saved, params)
         for param, grad in zip(params, grads):
-            saved = self._saved.get(param)
-            if saved is None:
-                saved = self._saved[param] = torch.empty_like(param)
-            saved.copy_(param)
             factor = scale.view(-1, *([1] * (param.dim() - 1))) if self.per_member else scale
-            param.add_(grad * factor)
+            param.addcmul_(grad, factor)  # in place: no g x factor temporary (a hot path)
 
     @torch.no_grad()
     def restore(self) -> None:
         """w + e -> w (the weights `perturb` kept)."""
-        for param in self._params():
-            param.copy_(self._saved[param])
+        torch._foreach_copy_(self._params(), self._saved)
 
     def restore_and_step(self) -> None:
         """Restore w and apply the base optimizer's update with the gradients in `param.grad`

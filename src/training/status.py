@@ -128,16 +128,18 @@ class StoppingRule:
         if not self.loss_stalled():
             self.reason = "still_improving"
             return None
+        if not self.stop_above_affine and above_affine(loss, self.affine_loss, self.affine_margin):
+            # Not a minimum worth stopping at: nets on such plateaus can leave them late
+            # (Fig. 5b). Training goes on, whatever the gradient, so it is not computed (a
+            # full pass each epoch a He-init net sits there); `finish` judges the last epoch,
+            # and the budget ends a run that stays as a plateau (or gradient_not_small).
+            self.reason = "stationary_above_affine"
+            return None
         if grad_norm is not None:
             self.grad_norm = float(grad_norm())
             if not self.gradient_small(self.grad_norm):
                 self.reason = "gradient_not_small"
                 return None
-        if not self.stop_above_affine and above_affine(loss, self.affine_loss, self.affine_margin):
-            # Not a minimum worth stopping at: nets on such plateaus can leave them late
-            # (Fig. 5b). Training goes on; the budget ends it as a plateau if it stays.
-            self.reason = "stationary_above_affine"
-            return None
         self.outcome, self.reason = "stationary", "stationary"
         return self.outcome
 
