@@ -627,6 +627,24 @@ def peak_intermediate_gain(profile: Mapping[str, Any], key: str = "max_gain") ->
     return float(max(gains[:-1] or gains))
 
 
+def _converged_peaks(
+    table: Mapping[str, Any], gains: Mapping[str, Sequence[dict]], a: str, b: str
+) -> tuple[dict[str, list[float]], str | None]:
+    """Per method (a, b), the peak intermediate gain of each converged run (Fig. 6), and the
+    undecided reason when either has fewer than MIN_RUNS_PER_METHOD of them (else None)."""
+    peaks = {}
+    for m in (a, b):
+        seeds = set((table.get(m) or {}).get("converged_seeds") or []) or None
+        profiles = _converged_profiles(gains.get(m) or [], seeds)
+        peaks[m] = [peak_intermediate_gain(p) for p in profiles]
+    if min(len(peaks[a]), len(peaks[b])) >= MIN_RUNS_PER_METHOD:
+        return peaks, None
+    return peaks, (
+        f"gain profiles of {len(peaks[a])} ({a}) and {len(peaks[b])} ({b}) "
+        f"converged runs (need {MIN_RUNS_PER_METHOD} each)"
+    )
+
+
 def _converged_profiles(profiles: Sequence[Mapping[str, Any]], seeds: set | None) -> list:
     """Profiles of runs that reached a minimum: by their own status when stored, else by the
     converged seeds of Table S1."""
@@ -699,21 +717,12 @@ def claim_flat_gains_balanced(
         ),
     )
     table = table or {}
-    too_few = _too_few(table, flat, sharp) if table else None
-    seeds = {
-        m: set((table.get(m) or {}).get("converged_seeds") or []) or None for m in (flat, sharp)
-    }
-    profiles = {m: _converged_profiles(gains.get(m) or [], seeds[m]) for m in (flat, sharp)}
-    flat_peaks = [peak_intermediate_gain(p) for p in profiles[flat]]
-    sharp_peaks = [peak_intermediate_gain(p) for p in profiles[sharp]]
+    peaks, too_few_peaks = _converged_peaks(table, gains, flat, sharp)
+    too_few = (_too_few(table, flat, sharp) if table else None) or too_few_peaks
+    flat_peaks, sharp_peaks = peaks[flat], peaks[sharp]
     radius = gains_by_radius_tests(by_radius, flat, sharp)
     claim.uncertainty = {f"{flat}_peaks": flat_peaks, f"{sharp}_peaks": sharp_peaks}
     claim.numbers["by_radius"] = radius
-    if too_few is None and min(len(flat_peaks), len(sharp_peaks)) < MIN_RUNS_PER_METHOD:
-        too_few = (
-            f"gain profiles of {len(flat_peaks)} ({flat}) and {len(sharp_peaks)} ({sharp}) "
-            f"converged runs (need {MIN_RUNS_PER_METHOD} each)"
-        )
     if too_few:
         claim.reason = claim.evidence = too_few
         return claim
@@ -843,28 +852,17 @@ def claim_method_flat(
             "of claims 5 and 6; the paper has no SAM numbers"
         ),
     )
-    too_few = _too_few(table, method, sharp)
     lam_m, others_m = _method_minima(table, method)
     lam_s, others_s = _method_minima(table, sharp)
     lam_f, _ = _method_minima(table, flat)
-    seeds = {
-        m: set((table.get(m) or {}).get("converged_seeds") or []) or None for m in (method, sharp)
-    }
-    peaks = {
-        m: [peak_intermediate_gain(p) for p in _converged_profiles(gains.get(m) or [], seeds[m])]
-        for m in (method, sharp)
-    }
+    peaks, too_few_peaks = _converged_peaks(table, gains, method, sharp)
+    too_few = _too_few(table, method, sharp) or too_few_peaks
     claim.uncertainty = {
         f"{method}_lambda_max": lam_m,
         f"{sharp}_lambda_max": lam_s,
         f"{method}_peaks": peaks[method],
         f"{sharp}_peaks": peaks[sharp],
     }
-    if too_few is None and min(len(peaks[method]), len(peaks[sharp])) < MIN_RUNS_PER_METHOD:
-        too_few = (
-            f"gain profiles of {len(peaks[method])} ({method}) and {len(peaks[sharp])} ({sharp}) "
-            f"converged runs (need {MIN_RUNS_PER_METHOD} each)"
-        )
     if too_few:
         claim.reason = claim.evidence = too_few
         return claim
