@@ -25,7 +25,7 @@ from support import all_runs, run_cli
 from src.config import ConfigValueError, validate
 from src.data import load_dataset
 from src.experiments.grid import compose_config, run_grid
-from src.experiments.store import config_key
+from src.experiments.store import cached_result, config_key
 from src.models import MLP, initialize
 from src.tracking import TrackingError
 from src.training.batched import BatchedMLP, batch_key
@@ -236,6 +236,23 @@ def test_grid_in_batches_stores_what_one_by_one_would(tmp_path, monkeypatch):
         program, overrides = words[:3], words[3:]
         assert program == ["python", "-m", "src.train"]
         assert config_key(validate(compose_config(overrides))) == result["key"]
+
+
+def test_a_stored_result_needs_only_the_files_it_names(tmp_path, monkeypatch):
+    """require_files: a stored run counts while every file it names exists; a field the result
+    does not have (a measurement this run did not make, e.g. the density of all seeds but the
+    first in flat_vs_sharp) requires nothing, so such runs are not retrained on every rerun."""
+    monkeypatch.chdir(tmp_path)
+    base = ["dataset.limit_train=200", *SMALL, "analysis=off", "logger=none", "lr=0.1"]
+    store = tmp_path / "runs"
+    (result,) = run_grid(base, {"seed": [0]}, store, batch_models=False)
+    resolved = validate(compose_config([*base, "seed=0"]))
+    required = ("checkpoint_path", "analysis.eigenvector_path", "analysis.density_path")
+    assert "density_path" not in result["analysis"]
+    assert cached_result(resolved, store, required)["key"] == result["key"]
+    (store / result["checkpoint_path"]).unlink()  # a file it names is gone: train again
+    assert cached_result(resolved, store, required) is None
+    assert cached_result(resolved, store, ())["key"] == result["key"]
 
 
 def test_a_stage_reads_runs_another_stage_stored(tmp_path, monkeypatch):

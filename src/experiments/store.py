@@ -120,17 +120,20 @@ def result_path(resolved: Mapping[str, Any], results_dir: str | Path) -> Path:
 
 
 def _stored_file_exists(result: Mapping, field: str) -> bool:
-    """Does the path stored under `field` ("a.b" for nested fields) exist?"""
+    """Does the path stored under `field` ("a.b" for nested fields) still exist? A result
+    without the field requires no file: its run made none (no density asked of this seed, no
+    eigenvector of a diverged run), and the same key would make none again."""
     node: Any = result
     for part in field.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
-    return bool(node) and Path(node).is_file()
+    return node is None or Path(node).is_file()
 
 
 def cached_result(
     resolved: Mapping[str, Any], results_dir: str | Path, require_files: Sequence[str] = ()
 ) -> dict | None:
-    """The stored result of a run, if it exists and the files it names still do."""
+    """The stored result of a run, if it exists and the files it names under `require_files`
+    still do."""
     cached = load_result(result_path(resolved, results_dir))
     if cached is not None and all(_stored_file_exists(cached, f) for f in require_files):
         return cached
