@@ -78,7 +78,9 @@ def test_float32_on_millions_of_parameters_is_unbiased():
         result = top_hessian_eigenvalue(model, F.mse_loss, inputs, targets, method=method,
                                         tol=1e-7)  # fmt: skip
         assert result.eigenvalue == pytest.approx(exact, rel=1e-6), method
-        assert result.residual < 1e-4, method
+        # The power method stops on its Rayleigh quotient, which converges twice as fast as its
+        # vector: at tol 1e-7 the vector's residual is of order sqrt(tol) = 3e-4.
+        assert result.residual < (1e-3 if method == "power" else 1e-4), method
         assert torch.linalg.vector_norm(result.eigenvector, dtype=torch.float64).item() == (
             pytest.approx(1.0, abs=1e-6)
         )
