@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest workers (pytest-xdist), one file per worker at a time: most slow tests wait on
+# subprocesses (DVC stages, Hydra jobs), so the two cores stay busy; a module's fixtures stay
+# in one worker.
+TEST_WORKERS ?= 2
+
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Everything but the tests marked slow (pipeline, sweeps, server, end-to-end): < 2 minutes.
 test-fast: install

@@ -51,7 +51,7 @@ from src.analysis import (  # noqa: E402
     trace_of_landscape,
 )
 from src.analysis.landscape import dot64, norm64  # noqa: E402
-from src.models import MLP, initialize  # noqa: E402
+from src.domain.models import MLP, initialize  # noqa: E402
 
 DEFAULT_SAMPLES = {"cpu": 128, "cuda": 60000}
 TRACE_DEFAULTS = inspect.signature(trace_of_landscape).parameters

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytorch_lightning as pl  # noqa: E402
 
-from src.data import TensorData  # noqa: E402
+from src.domain.data import TensorData  # noqa: E402
+from src.domain.models import MLP, initialize  # noqa: E402
 from src.experiments.grid import compose_config  # noqa: E402
-from src.models import MLP, initialize  # noqa: E402
 from src.training.run import train, train_batched  # noqa: E402
 
 PATHS = ("project", "project_eager", "batched", "stock", "raw_eager")

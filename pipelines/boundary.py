@@ -5,11 +5,10 @@
 Starts from the identity-init grid (results/grid_identity/grid.csv): per depth, the largest
 converged step size and the smallest step size above it that failed for a stability reason
 (diverged or unstable). Open brackets are first extended upward by factors of 2 (up to
-`max_lr`), then every bracket is bisected in log step size to `2 ** resolution_exponent`. Each
-round trains one step size per depth, all depths together, with grid_identity's training
-settings (its own result store and MLflow experiment `boundary`).
-
-Writes (relative to --root):
+`max_lr`), then every bracket is bisected in log step size to `2 ** resolution_exponent`
+(src.experiments.boundary). Each round trains one step size per depth, all depths together,
+with grid_identity's training settings (its own result store and MLflow experiment
+`boundary`). Writes (relative to --root):
   results/boundary/runs/<key>.json     one result per probe (kept across interruptions)
   results/boundary/boundary.json       per depth: lr_max, bracket, probes; the power-law fit;
                                        flattest lambda_max beside 2 / lr_max (dvc metrics)
@@ -23,111 +22,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
-from pipelines.common import (
-    ParamsError,
-    grid_settings,
-    load_params,
-    profile_settings,
-    stage_main,
-    training_overrides,
-)
+from src.core.files import write_csv, write_json
 from src.experiments.boundary import (
-    Point,
     bisect_boundary,
-    power_law_fit,
-    result_row,
-    stability_comparison,
+    search_settings,
+    source_grid_rows,
+    store_trainer,
 )
-from src.experiments.grid import run_points
 from src.experiments.store import prune_results
+from src.paper.boundary import CSV_COLUMNS, LR_MAX_COLUMNS, boundary_csv_rows, boundary_summary
 from src.paper.boundary_figure import boundary_figure
-from src.paper.tables import read_csv, write_csv, write_json
+from src.runtime.params import grid_settings, load_params, profile_settings, training_overrides
+from src.runtime.stage import stage_main
 
 STAGE = "boundary"
 SOURCE = "grid_identity"  # the grid whose brackets are refined (a dvc.yaml dep of the stage)
-CSV_COLUMNS = (
-    "depth",
-    "lr",
-    "source",
-    "round",
-    "status",
-    "reason",
-    "final_train_loss",
-    "loss_vs_affine",
-    "lambda_max",
-    "key",
-)
 FIGURE = "fig4d_lr_max_boundary.png"
-LR_MAX_COLUMNS = (
-    "depth",
-    "state",
-    "lr_max",
-    "lr_max_hi",
-    "two_over_lr_max",
-    "flattest_lambda_max",
-)
-
-
-def search_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """bisect_boundary's arguments from the profile's `boundary` settings."""
-    try:
-        exponent = float(settings["resolution_exponent"])
-        max_rounds = int(settings["max_rounds"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ParamsError(
-            f"params.yaml: boundary needs resolution_exponent and max_rounds ({err})"
-        ) from err
-    if exponent <= 0 or max_rounds < 0:
-        raise ParamsError("params.yaml: boundary.resolution_exponent must be > 0, max_rounds >= 0")
-    max_lr = settings.get("max_lr")
-    return {
-        "resolution": 2.0**exponent,
-        "max_rounds": max_rounds,
-        "max_lr": None if max_lr is None else float(max_lr),
-    }
-
-
-def grid_rows_used(grid_csv: Path, seed: int | None) -> list[dict[str, Any]]:
-    """The source grid's rows (one seed: the probes' own) that the brackets start from."""
-    if not grid_csv.exists():
-        raise ParamsError(f"{grid_csv}: not found (run the {SOURCE} stage first)")
-    rows = read_csv(grid_csv)
-    if seed is not None:
-        rows = [r for r in rows if r.get("seed") in (None, seed)]
-    return [{**r, "source": "grid"} for r in rows]
-
-
-def probe_trainer(params: dict[str, Any], root: Path, seed: int | None, used_keys: list[str]):
-    """train_points for bisect_boundary: one round's (depth, lr) points trained together
-    through run_points, with the source grid's settings; the keys trained are appended to
-    `used_keys` (the store keeps only those)."""
-    source = profile_settings(params, SOURCE)
-    base = training_overrides(params, STAGE, source)
-    seed_override = [] if seed is None else [f"seed={seed}"]
-    out = root / "results" / STAGE
-
-    def train_points(points: list[Point]) -> list[dict[str, Any]]:
-        jobs = [[f"depth={depth}", f"lr={lr:.10g}", *seed_override] for depth, lr in points]
-        results = run_points(
-            base,
-            jobs,
-            results_dir=out / "runs",
-            output_root=root / "outputs" / "pipeline" / STAGE,
-            **grid_settings(params),
-        )
-        used_keys.extend(r["key"] for r in results)
-        return [result_row(r) for r in results]
-
-    return train_points
-
-
-def csv_rows(grid: list[dict[str, Any]], boundaries: dict[int, dict[str, Any]], probes) -> list:
-    """One row per grid run of a searched depth and per probe, by depth then step size."""
-    rows = [{**r, "round": 0} for r in grid if int(r["depth"]) in boundaries]
-    rows += list(probes)
-    return sorted(rows, key=lambda r: (int(r["depth"]), float(r["lr"])))
 
 
 def run(params_path: str, root: str) -> None:
@@ -135,24 +46,23 @@ def run(params_path: str, root: str) -> None:
     search = search_settings(profile_settings(params, STAGE))
     root_path = Path(root)
     out = root_path / "results" / STAGE
-    seeds = profile_settings(params, SOURCE).get("seeds")
-    seed = int(seeds[0]) if seeds else None
-    grid = grid_rows_used(root_path / "results" / SOURCE / "grid.csv", seed)
-    used_keys: list[str] = []
-    train_points = probe_trainer(params, root_path, seed, used_keys)
+    source = profile_settings(params, SOURCE)
+    seed = int(source["seeds"][0]) if source.get("seeds") else None
+    grid = source_grid_rows(root_path / "results" / SOURCE / "grid.csv", seed)
+    train_points, used_keys = store_trainer(
+        training_overrides(params, STAGE, source),
+        out / "runs",
+        root_path / "outputs" / "pipeline" / STAGE,
+        seed,
+        **grid_settings(params),
+    )
     boundaries = bisect_boundary(grid, train_points, **search)
-    probes = [p for b in boundaries.values() for p in b["probes"]]
     (out / "runs").mkdir(parents=True, exist_ok=True)
     prune_results(out / "runs", used_keys)
-    payload = {
-        "source": SOURCE,
-        **search,
-        "depths": {str(d): b for d, b in boundaries.items()},
-        "fit": power_law_fit(boundaries),
-        "stability": stability_comparison(boundaries, grid, probes),
-    }
+    payload = boundary_summary(SOURCE, search, boundaries, grid)
+    probes = [p for b in boundaries.values() for p in b["probes"]]
     write_json(out / "boundary.json", payload)
-    write_csv(out / "boundary.csv", csv_rows(grid, boundaries, probes), CSV_COLUMNS)
+    write_csv(out / "boundary.csv", boundary_csv_rows(grid, boundaries, probes), CSV_COLUMNS)
     write_csv(out / "lr_max.csv", payload["stability"], LR_MAX_COLUMNS)
     boundary_figure(payload, root_path / "figures" / FIGURE)
 

@@ -9,23 +9,18 @@ config: same depth, step size, init and training settings) is copied from their 
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
-from pipelines.common import (
-    grid_settings,
-    load_params,
-    profile_settings,
-    stage_main,
-    training_overrides,
-)
+from src.core.files import write_csv, write_json
 from src.experiments.grid import run_grid
 from src.experiments.store import prune_results
-from src.paper.tables import write_csv, write_json
+from src.paper.tables import CURVE_COLUMNS, curve_rows, curve_summary
+from src.runtime.params import grid_settings, load_params, profile_settings, training_overrides
+from src.runtime.stage import stage_main
 
 STAGE = "curves"
-GRIDS = ("grid_identity", "grid_he")  # dvc.yaml deps of this stage
+GRIDS = ("grid_identity", "grid_he")  # dvc.yaml deps of this stage (same configs, same runs)
 
 
 def run(params_path: str, root: str) -> None:
@@ -47,31 +42,8 @@ def run(params_path: str, root: str) -> None:
         **grid_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
-    rows, summary = [], {}
-    for result in results:
-        init = result["config"]["init"]["name"]
-        steps_per_epoch = math.ceil(result["steps"] / max(result["epochs"], 1))
-        history = result["history"]
-        for epoch, (train_loss, val_loss) in enumerate(
-            zip(history["train_loss"], history["val_loss"]), 1
-        ):
-            rows.append(
-                {
-                    "init": init,
-                    "epoch": epoch,
-                    "iteration": epoch * steps_per_epoch,
-                    "train_loss": train_loss,
-                    "val_loss": val_loss,
-                }
-            )
-        summary[init] = {
-            "status": result["status"],
-            "epochs": result["epochs"],
-            "final_train_loss": result["final_train_loss"],
-            "initial_train_loss": result["initial_train_loss"],
-            "lambda_max": (result.get("analysis") or {}).get("lambda_max"),
-        }
-    write_csv(out / "curves.csv", rows, ["init", "epoch", "iteration", "train_loss", "val_loss"])
+    write_csv(out / "curves.csv", [r for res in results for r in curve_rows(res)], CURVE_COLUMNS)
+    summary = {res["config"]["init"]["name"]: curve_summary(res) for res in results}
     write_json(out / "summary.json", {"depth": settings["depth"], "lr": settings["lr"], **summary})
 
 

@@ -1,5 +1,5 @@
 """DVC stage `figures`: draw Figures 4-7 (and the stability and linear-check views) from saved
-results. Never trains.
+results (src.paper.figures). Never trains.
 
     python -m pipelines.figures [--params params.yaml] [--root .]
 
@@ -14,24 +14,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from pipelines.common import stage_main
+from src.core.files import read_csv, read_json
 from src.paper import figures
-from src.paper.tables import load_json, read_csv
-
-LABELS = {"sgd": "SGD (flat)", "adam": "Adam (sharp)", "sam": "SAM"}
+from src.paper.figures import METHOD_LABELS
+from src.runtime.stage import stage_main
 
 
 def run(root: str) -> list[Path]:
-    root = Path(root)
-    results, out = root / "results", root / "figures"
+    results, out = Path(root) / "results", Path(root) / "figures"
     identity = read_csv(results / "grid_identity" / "grid.csv")
     he = read_csv(results / "grid_he" / "grid.csv")
     # one colour scale for both inits: Fig. 4a and 5a are compared tile by tile
     limits = figures.sharpness_limits(identity, he)
     ratio_span = figures.loss_ratio_span(identity, he)
-    paths = [
+    flat_vs_sharp = results / "flat_vs_sharp"
+    return [
         figures.sharpness_heatmap(
             identity,
             out / "fig4a_sharpness_identity.png",
@@ -62,56 +59,18 @@ def run(root: str) -> list[Path]:
             "training loss, identity vs He init",
         ),
         figures.gain_profiles(
-            load_json(results / "flat_vs_sharp" / "gains.json"), out / "fig6_gains.png", LABELS
+            read_json(flat_vs_sharp / "gains.json"), out / "fig6_gains.png", METHOD_LABELS
         ),
         figures.linear_check(
             read_csv(results / "linear_check" / "grid.csv"), out / "linear_check.png"
         ),
-    ]
-    arrays = dict(np.load(results / "flat_vs_sharp" / "cross_sections.npz"))
-    if "unavailable" not in arrays:
-        pairs = read_csv(results / "flat_vs_sharp" / "pairs.csv")
-        paths.append(figures.cross_sections(arrays, pairs, out / "fig7_cross_sections.png", LABELS))
-    else:  # keep the fixed output present and say why it is empty
-        fig, ax = figures.plt.subplots(figsize=(5, 2))
-        ax.text(0.5, 0.5, "no cross-sections: a flat_vs_sharp run diverged", ha="center")
-        ax.axis("off")
-        paths.append(figures.save(fig, out / "fig7_cross_sections.png", figures.FORMATS))
-    paths += others_cross_sections(results / "flat_vs_sharp", out)
-    paths.append(
+        *figures.cross_section_figures(flat_vs_sharp, out, METHOD_LABELS),
         figures.spectral_densities(
-            load_json(results / "flat_vs_sharp" / "spectra.json"),
+            read_json(flat_vs_sharp / "spectra.json"),
             out / "fig_hessian_density.png",
-            LABELS,
-        )
-    )
-    return paths
-
-
-def others_cross_sections(results: Path, out: Path) -> list[Path]:
-    """Fig. 7 for the methods beyond the paper's two (e.g. SAM) against the sharp one, one
-    figure each: figures/fig7_cross_sections_<method>.png. A method without a pair of minima
-    gets a figure that says so."""
-    stored = dict(np.load(results / "cross_sections_others.npz"))
-    pairs = read_csv(results / "pairs_others.csv")
-    methods = list(dict.fromkeys(key.split(":", 1)[0] for key in stored))
-    paths = []
-    for method in methods:
-        arrays = {k.split(":", 1)[1]: v for k, v in stored.items() if k.startswith(f"{method}:")}
-        path = out / f"fig7_cross_sections_{method}.png"
-        if "unavailable" in arrays:
-            fig, ax = figures.plt.subplots(figsize=(5, 2))
-            ax.text(
-                0.5, 0.5, f"no cross-sections: no pair of {method} and sharp minima", ha="center"
-            )
-            ax.axis("off")
-            paths.append(figures.save(fig, path, figures.FORMATS))
-            continue
-        own = [p for p in pairs if p.get("method") == method]
-        paths.append(
-            figures.cross_sections(arrays, own, path, LABELS, subject=LABELS.get(method, method))
-        )
-    return paths
+            METHOD_LABELS,
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

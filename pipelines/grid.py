@@ -1,8 +1,10 @@
-"""DVC stages `grid_identity` / `grid_he` (Figs 4-5): ReLU denoisers over depth x step size.
+"""DVC stages `grid@identity` / `grid@he` (Figs 4-5): ReLU denoisers over depth x step size.
 
     python -m pipelines.grid --stage grid_identity [--params params.yaml] [--root .]
 
-Writes (relative to --root):
+The axes are the profile's `depths` and `lrs` in params.yaml, or the sweep of the experiment
+preset its overrides name (the paper profile: `+experiment=fig4_grid`). Writes (relative to
+--root):
   results/<stage>/runs/<key>.json   one result per training run (kept across interruptions)
   results/<stage>/grid.csv          depth, lr, status, losses, lambda_max (dvc plots)
   results/<stage>/summary.json      counts and per-depth flattest minimum (dvc metrics)
@@ -13,35 +15,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipelines.common import (
-    grid_settings,
-    load_params,
-    profile_settings,
-    stage_main,
-    training_overrides,
-)
-from src.experiments.grid import run_grid
+from src.core.files import write_csv, write_json
+from src.experiments.grid import grid_axes, run_grid
 from src.experiments.store import prune_results
-from src.paper.tables import grid_rows, summarize_grid, write_csv, write_json
+from src.paper.tables import GRID_COLUMNS, grid_rows, summarize_grid
+from src.runtime.params import grid_settings, load_params, profile_settings, training_overrides
+from src.runtime.stage import stage_main
 
 
 def run(stage: str, params_path: str, root: str) -> None:
     params = load_params(params_path)
     settings = profile_settings(params, stage)
     out = Path(root) / "results" / stage
-    axes = {"depth": settings["depths"], "lr": settings["lrs"]}
-    if settings.get("seeds"):
-        axes["seed"] = settings["seeds"]
+    base = training_overrides(params, stage, settings)
     results = run_grid(
-        training_overrides(params, stage, settings),
-        axes,
+        base,
+        grid_axes(settings, base),
         results_dir=out / "runs",
         output_root=Path(root) / "outputs" / "pipeline" / stage,
         **grid_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
     rows = grid_rows(results)
-    write_csv(out / "grid.csv", rows)
+    write_csv(out / "grid.csv", rows, GRID_COLUMNS)
     write_json(out / "summary.json", summarize_grid(rows))
 
 

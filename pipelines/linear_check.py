@@ -4,9 +4,8 @@
 
 Linear nets (no bias) from identity init, trained by full-batch GD on whitened synthetic data
 (Sigma_x = I exactly). For every converged run, the sharpness measured by the analysis callback
-is compared with Thm 1's value for the end-to-end map T the run learned. Our training loss is
-the mean over the d_y outputs (README), so Thm 1 reads lambda = 2m s_max(T)^(2(1-1/m)) / d_y.
-Writes results/linear_check/{runs/, grid.csv, summary.json}.
+is compared with Thm 1's value for the end-to-end map T the run learned
+(src.experiments.linear_check). Writes results/linear_check/{runs/, grid.csv, summary.json}.
 """
 
 from __future__ import annotations
@@ -14,31 +13,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
-from pipelines.common import (
-    grid_settings,
-    load_params,
-    profile_settings,
-    stage_main,
-    training_overrides,
-)
+from src.core.files import write_csv, write_json
 from src.experiments.grid import run_grid
+from src.experiments.linear_check import COLUMNS, linear_check_row, linear_check_summary
 from src.experiments.store import prune_results
-from src.paper.tables import write_csv, write_json
+from src.runtime.params import grid_settings, load_params, profile_settings, training_overrides
+from src.runtime.stage import stage_main
 
 STAGE = "linear_check"
-
-
-def theorem1_sharpness(state_dict: dict, depth: int) -> tuple[float, float]:
-    """(s_max(T), Thm 1 sharpness in our loss units) for T = W_m ... W_1 of a linear net."""
-    weights = [state_dict[f"layers.{k}.weight"].double() for k in range(depth)]
-    product = weights[0]
-    for w in weights[1:]:
-        product = w @ product
-    s_max = float(torch.linalg.matrix_norm(product, ord=2))
-    d_y = product.shape[0]
-    return s_max, 2 * depth * s_max ** (2 * (1 - 1 / depth)) / d_y  # eq. (17) / d_y
 
 
 def run(params_path: str, root: str) -> None:
@@ -55,59 +37,9 @@ def run(params_path: str, root: str) -> None:
         **grid_settings(params),
     )
     prune_results(out / "runs", [r["key"] for r in results])
-    rows = []
-    for result in results:
-        depth, lr = (
-            int(result["config"]["model"]["depth"]),
-            float(result["config"]["optimizer"]["lr"]),
-        )
-        row = {
-            "depth": depth,
-            "lr": lr,
-            "status": result["status"],
-            "epochs": result["epochs"],
-            "final_train_loss": result["final_train_loss"],
-        }
-        measured = (result.get("analysis") or {}).get("lambda_max")
-        if result["status"] == "converged" and measured is not None:
-            state = torch.load(result["checkpoint_path"], map_location="cpu", weights_only=False)[
-                "state_dict"
-            ]
-            s_max, predicted = theorem1_sharpness(state, depth)
-            row.update(
-                s_max_T=s_max,
-                lambda_max=measured,
-                lambda_theorem1=predicted,
-                relative_error=abs(measured - predicted) / predicted,
-                lr_times_lambda_max=lr * measured,
-            )
-        rows.append(row)
-    columns = [
-        "depth",
-        "lr",
-        "status",
-        "epochs",
-        "final_train_loss",
-        "s_max_T",
-        "lambda_max",
-        "lambda_theorem1",
-        "relative_error",
-        "lr_times_lambda_max",
-    ]
-    write_csv(out / "grid.csv", rows, columns)
-    converged = [r for r in rows if "relative_error" in r]
-    write_json(
-        out / "summary.json",
-        {
-            "runs": len(rows),
-            "runs_converged": len(converged),
-            "runs_diverged": sum(r["status"] == "diverged" for r in rows),
-            "max_relative_error": max((r["relative_error"] for r in converged), default=None),
-            "max_lr_times_lambda_max": max(
-                (r["lr_times_lambda_max"] for r in converged), default=None
-            ),
-        },
-    )
+    rows = [linear_check_row(result) for result in results]
+    write_csv(out / "grid.csv", rows, COLUMNS)
+    write_json(out / "summary.json", linear_check_summary(rows))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,8 @@ python -m src.train depth=12 lr=0.5 -m          # one job, Hydra multirun
 python -m src.train -m depth=2,4 lr=0.1,0.5     # four jobs, one MLflow run each
 
 Every run ends with a summary (status, losses, sharpness, MLflow run, `mlflow ui` command); a
-multirun ends with a table of its jobs (src.hydra_callbacks.JobTable). Third-party notices are
-silenced (src.console); `hydra.verbose=true` or FLATMINIMA_VERBOSE=1 keeps them.
+multirun ends with a table of its jobs (src.runtime.hydra_callbacks.JobTable). Third-party notices are
+silenced (src.runtime.console); `hydra.verbose=true` or FLATMINIMA_VERBOSE=1 keeps them.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.console import format_summary, quiet_notices, remember_summary, run_summary
-from src.errors import USER_ERRORS
+from src.core.errors import UserError
+from src.core.signals import exit_on_signals
 from src.experiments.grid import retrain_command, train_cached
-from src.hydra_callbacks import read_parent_run
-from src.signals import exit_on_signals
-from src.tracking import PARENT_TAG
+from src.runtime.console import format_summary, quiet_notices, remember_summary, run_summary
+from src.runtime.hydra_callbacks import read_parent_run
+from src.runtime.tracking import PARENT_TAG
 from src.training.run import train
 from src.training.status import stability_limit
 
@@ -60,7 +60,7 @@ def summary_title() -> str:
 def main(cfg: DictConfig) -> float | None:
     """Train one run; print its summary; return its final training loss (what a sweeper
     minimizing it reads). The summary is also kept for the multirun's job table
-    (src.hydra_callbacks.JobTable)."""
+    (src.runtime.hydra_callbacks.JobTable)."""
     started = time.perf_counter()
     exit_on_signals()
     quiet_notices(verbose=bool(HydraConfig.get().verbose))  # $FLATMINIMA_VERBOSE also keeps them
@@ -74,7 +74,7 @@ def main(cfg: DictConfig) -> float | None:
         else:
             result = train(cfg, output_dir=output_dir, tags=hydra_tags(), command=command)
             result = result.to_dict()
-    except USER_ERRORS as err:
+    except UserError as err:
         sys.exit(f"error: {err}")
     summary = run_summary(
         result,

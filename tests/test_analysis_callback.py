@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from support import CONVERGING_LINEAR_RUN, all_runs
 
 from src.analysis.hessian import exact_hessian
-from src.models import MLP
+from src.domain.models import MLP
 from src.training.run import train
 
 
@@ -69,7 +69,7 @@ def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri, caplog):
     state = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
     model = MLP(49, 49, 2)
     model.load_state_dict(state)
-    from src.data import load_dataset
+    from src.domain.data import load_dataset
 
     data = load_dataset(result_dataset_cfg(cfg))
     hessian = exact_hessian(model, F.mse_loss, data.train_inputs, data.train_targets)
@@ -184,7 +184,7 @@ def test_a_minimum_whose_hessian_solve_fails_is_unverified(compose_cfg, tmp_path
 
 
 def test_stability_limit_depends_on_the_optimizer(compose_cfg):
-    from src.config import validate
+    from src.domain.config import validate
     from src.training.status import stability_limit
 
     assert stability_limit(validate(compose_cfg())) == 2.0
@@ -223,7 +223,7 @@ def test_trace_and_density_are_logged_with_their_cost(compose_cfg, tmp_path, mlf
     state = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
     model = MLP(49, 49, 2).double()
     model.load_state_dict(state)
-    from src.data import load_dataset
+    from src.domain.data import load_dataset
 
     data = load_dataset(result_dataset_cfg(cfg))
     hessian = exact_hessian(

@@ -9,28 +9,23 @@ import pytest
 
 from src.experiments.code import ROOT, import_graph, imported_modules
 
-# Lower layers never import higher ones. A module's layer is that of its longest matching
-# prefix; `src.train` (the CLI) and `pipelines` sit on top.
+# Lower layers never import higher ones (README, Layout). A module's layer is that of its
+# longest matching prefix; `src.train` (the CLI) and `pipelines` (DVC stages) sit on top.
 LAYERS = {
     "src": 0,  # the package itself
+    "src.core": 0,  # errors, status vocabulary, files, signals, plots: import nothing of ours
     "src.theory": 0,
-    "src.config": 0,
-    "src.data": 0,
-    "src.models": 0,
-    "src.tracking": 0,
-    "src.files": 0,
-    "src.signals": 0,
-    "src.plots": 0,
     "src.analysis": 0,
-    "src.errors": 1,
-    "src.hydra_callbacks": 1,
-    "src.console": 1,
+    "src.domain": 1,  # config, data, models
+    "src.runtime": 1,  # tracking, params, console, Hydra callbacks
     "src.training": 2,
+    "src.paper": 2,  # tables, statistics, figures: read results, never train
     "src.experiments": 3,
-    "src.paper": 3,
+    "src.report": 3,
     "src.train": 4,
     "pipelines": 5,
 }
+PIPELINE_SCRIPT_MAX_LINES = 150  # a stage script parses, calls src and writes; logic lives in src
 
 
 def layer(module: str) -> int:
@@ -122,3 +117,37 @@ def test_import_reader_sees_every_form(tmp_path):
         "import os\nfrom src import other\ndef f():\n    from src.pkg.mod import thing\n"
     )
     assert imported_modules(user, tmp_path) == {"src", "src.other", "src.pkg", "src.pkg.mod"}
+
+
+def test_core_imports_nothing_of_the_project():
+    graph = without_parent_packages(import_graph())
+    core = {m: deps for m, deps in graph.items() if m.startswith("src.core.")}
+    assert "src.core.errors" in core and "src.core.status" in core
+    outside = {
+        f"{m} -> {d}"
+        for m, deps in core.items()
+        for d in deps
+        if d.split(".")[:2] != ["src", "core"]
+    }
+    assert outside == set()
+
+
+def test_pipeline_scripts_are_thin():
+    long = {
+        path.name: n
+        for path in sorted((ROOT / "pipelines").glob("*.py"))
+        if (n := len(path.read_text().splitlines())) > PIPELINE_SCRIPT_MAX_LINES
+    }
+    assert long == {}, f"move logic into src/: {long}"
+
+
+def test_tests_use_a_stage_only_through_its_entry_point():
+    """Tests import what they test from src; from a stage script at most its `main`."""
+    imported = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipelines"):
+                imported += [
+                    f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name != "main"
+                ]
+    assert imported == []

@@ -14,23 +14,22 @@ import torch
 import yaml
 from support import REPO, all_runs
 
-from pipelines.boundary import run as run_boundary_stage
-from src.errors import USER_ERRORS
-from src.experiments.boundary import (
+from pipelines.boundary import main as boundary_stage
+from src.core.errors import UserError
+from src.core.files import read_csv, write_csv
+from src.core.status import STABILITY_FAILURES
+from src.experiments.boundary import bisect_boundary, bracket
+from src.experiments.grid import run_grid, sweeps_of
+from src.paper.boundary import (
     BRACKETED,
     NO_MINIMUM,
     OPEN_ABOVE,
-    bisect_boundary,
-    bracket,
     bracket_slope_range,
     loglog_fit,
     power_law_fit,
     stability_comparison,
 )
-from src.experiments.grid import run_grid, sweeps_of
 from src.paper.boundary_figure import boundary_figure
-from src.paper.tables import read_csv, write_csv
-from src.training.status import STABILITY_FAILURES
 
 RES = 2.0**0.25
 
@@ -274,8 +273,9 @@ def test_the_figure_is_drawn_from_saved_numbers(tmp_path):
 def test_the_stage_is_wired_into_dvc():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     stage = dvc["stages"]["boundary"]
-    assert set(dvc["vars"][0]["code"]["training"]) <= set(stage["deps"])
+    assert {"src/experiments", "src/training", "pipelines/boundary.py"} <= set(stage["deps"])
     assert "results/grid_identity/grid.csv" in stage["deps"]
+    assert {"grid_identity.${profile}", "boundary.${profile}"} <= set(stage["params"])
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for profile in ("cpu", "paper", "tiny"):
         settings = params["boundary"][profile]
@@ -295,7 +295,7 @@ def test_the_stage_bisects_a_grid_with_real_training_on_the_tiny_profile(tmp_pat
         {"depth": 1, "lr": 1000.0, "seed": 0, "status": "diverged", "key": "b"},
     ]
     write_csv(tmp_path / "results" / "grid_identity" / "grid.csv", grid)
-    run_boundary_stage(str(params), str(tmp_path))
+    assert boundary_stage(["--params", str(params), "--root", str(tmp_path)]) == 0
     out = tmp_path / "results" / "boundary"
     result = json.loads((out / "boundary.json").read_text())
     depth = result["depths"]["1"]
@@ -309,7 +309,7 @@ def test_the_stage_bisects_a_grid_with_real_training_on_the_tiny_profile(tmp_pat
     assert (tmp_path / "figures" / "fig4d_lr_max_boundary.pdf").stat().st_size > 1000
     assert len(all_runs(mlflow_uri)) == len(depth["probes"])
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
-    run_boundary_stage(str(params), str(tmp_path))
+    assert boundary_stage(["--params", str(params), "--root", str(tmp_path)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
     assert len(all_runs(mlflow_uri)) == len(depth["probes"])
 
@@ -373,8 +373,8 @@ def test_points_that_are_no_product_become_one_hydra_sweep_per_group():
 @pytest.mark.slow
 def test_a_bad_value_found_in_a_worker_is_one_line_in_the_parent(tmp_path, mlflow_uri):
     """model.width below the data's dimension is found only once a worker loads the data; the
-    parent gets the same one-line error as in-process (a USER_ERRORS member)."""
-    with pytest.raises(USER_ERRORS, match=r"^model\.width: must be >= min"):
+    parent gets the same one-line error as in-process (a UserError)."""
+    with pytest.raises(UserError, match=r"^model\.width: must be >= min"):
         run_grid(
             [*TINY_RUN, "depth=2", "model.width=3"],
             {"lr": [0.5]},

@@ -20,8 +20,8 @@ import warnings
 import pytest
 from support import REPO, all_runs, run_cli
 
-from pipelines.common import setup_logging, stage_parser
-from src.console import (
+from src.core.status import STATUSES
+from src.runtime.console import (
     LEAFSPEC_WARNING,
     NOTICE_LOGGERS,
     VERBOSE_ENV,
@@ -30,7 +30,7 @@ from src.console import (
     quiet_notices,
     run_summary,
 )
-from src.training.status import STATUSES
+from src.runtime.stage import setup_logging, stage_parser
 
 # The notices, as Lightning and torch print them (issue 13).
 NOTICES = [

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.config import validate
-from src.data import load_dataset
+from src.domain.config import validate
+from src.domain.data import load_dataset
 from src.training.run import train, train_batched
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

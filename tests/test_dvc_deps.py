@@ -14,7 +14,23 @@ import yaml
 
 from src.experiments.code import ROOT, TRAINING_ENTRY, closure
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+def expanded_stages() -> dict[str, dict]:
+    """dvc.yaml's stages as DVC names them: a `foreach` stage becomes one stage per item
+    (`grid@identity`), with `${item}` substituted in its command and deps."""
+    stages = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        for item in stage["foreach"]:
+            do = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            stages[f"{name}@{item}"] = yaml.safe_load(do)
+    return stages
+
+
+STAGES = expanded_stages()
+CODE_ROOTS = ("src", "pipelines", "conf")
 
 
 def conf_targets() -> list[str]:
@@ -44,9 +60,11 @@ def covered(path: Path, deps: list[str]) -> bool:
 
 
 def test_stage_files_are_found():
-    grid = {p.relative_to(ROOT).as_posix() for p in stage_files(STAGES["grid_identity"])}
-    assert {"src/tracking.py", "src/paper/tables.py", "src/training/module.py"} <= grid
-    assert "src/hydra_callbacks.py" in grid and "conf/config.yaml" in grid
+    assert {"grid@identity", "grid@he"} <= set(STAGES)
+    assert STAGES["grid@he"]["cmd"] == "python -m pipelines.grid --stage grid_he"
+    grid = {p.relative_to(ROOT).as_posix() for p in stage_files(STAGES["grid@identity"])}
+    assert {"src/runtime/tracking.py", "src/paper/tables.py", "src/training/module.py"} <= grid
+    assert "src/runtime/hydra_callbacks.py" in grid and "conf/config.yaml" in grid
     theory = {p.relative_to(ROOT).as_posix() for p in stage_files(STAGES["theory"])}
     assert "src/theory/linear.py" in theory and "src/training/run.py" not in theory
 
@@ -60,11 +78,24 @@ def test_deps_cover_every_file_the_stage_runs(name):
     assert missing == [], f"stage {name}: add to deps: {missing}"
 
 
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_code_dep_covers_a_file_the_stage_runs(name):
+    """A code dep that covers nothing the stage runs would rerun it for edits it cannot see."""
+    stage = STAGES[name]
+    runs = stage_files(stage)
+    idle = [
+        d
+        for d in stage["deps"]
+        if Path(d).parts[0] in CODE_ROOTS and not any(covered(p, [d]) for p in runs)
+    ]
+    assert idle == [], f"stage {name}: deps that cover nothing it runs: {idle}"
+
+
 def test_result_keys_fingerprint_the_training_closure():
     """The fingerprint hashes the training entry's closure, which every training stage's deps
     cover: a file that changes a result also invalidates the stage."""
     files = closure(TRAINING_ENTRY)
-    for name in ("grid_identity", "grid_he", "curves", "flat_vs_sharp", "linear_check"):
+    for name in ("grid@identity", "grid@he", "curves", "flat_vs_sharp", "linear_check"):
         assert all(covered(p, STAGES[name]["deps"]) for p in files)
 
 
@@ -84,11 +115,10 @@ def test_editing_a_file_a_stage_imports_makes_dvc_list_that_stage(tmp_path):
         shutil.copytree(
             ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__")
         )
-    code_roots = ("src", "pipelines", "conf")
-    stages = {
-        name: {
+    stages = {  # a plain stage per foreach item: `@` is DVC's separator, not a name
+        name.replace("@", "_"): {
             "cmd": "true",
-            "deps": [d for d in stage["deps"] if Path(d).parts[0] in code_roots],
+            "deps": [d for d in stage["deps"] if Path(d).parts[0] in CODE_ROOTS],
         }
         for name, stage in STAGES.items()
     }
@@ -96,7 +126,7 @@ def test_editing_a_file_a_stage_imports_makes_dvc_list_that_stage(tmp_path):
     _dvc(tmp_path, "init", "--no-scm", "-q")
     _dvc(tmp_path, "repro", "-q")
     assert "up to date" in _dvc(tmp_path, "status")
-    for edited in ("src/tracking.py", "src/paper/tables.py"):
+    for edited in ("src/runtime/tracking.py", "src/paper/tables.py"):
         with (tmp_path / edited).open("a") as handle:
             handle.write("\n# an edit\n")
         listed = {
@@ -104,14 +134,8 @@ def test_editing_a_file_a_stage_imports_makes_dvc_list_that_stage(tmp_path):
             for line in _dvc(tmp_path, "status").splitlines()
             if line and not line[0].isspace()
         }
-        runs_it = {n for n, s in STAGES.items() if ROOT / edited in stage_files(s)}
+        runs_it = {
+            n.replace("@", "_") for n, s in STAGES.items() if ROOT / edited in stage_files(s)
+        }
         assert runs_it and listed == runs_it, edited
         _dvc(tmp_path, "repro", "-q")
-
-
-@pytest.mark.parametrize("name", ["curves", "boundary"])
-def test_stages_that_list_the_training_code_out_keep_it_whole(name):
-    """YAML cannot extend the *training_code anchor, so these stages write the list out (plus
-    the results they read): it must not fall behind the anchor."""
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    assert set(dvc["vars"][0]["code"]["training"]) <= set(dvc["stages"][name]["deps"])

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from support import all_runs, run_cli
 
-from src.config import ConfigValueError, validate
-from src.data import load_dataset
+from src.domain.config import ConfigValueError, validate
+from src.domain.data import load_dataset
+from src.domain.models import MLP, initialize
 from src.experiments.grid import compose_config, run_grid
 from src.experiments.store import cached_result, config_key
-from src.models import MLP, initialize
-from src.tracking import TrackingError
+from src.runtime.tracking import TrackingError
 from src.training.batched import BatchedMLP, batch_key
 from src.training.module import RegressionModule
 from src.training.run import build_model, train, train_batched

@@ -20,11 +20,12 @@ import mlflow
 import pytest
 from support import REPO, all_runs, write_idx
 
-from src import files, tracking
-from src.data import DataError, load_dataset
+from src.core import files
+from src.domain.data import DataError, load_dataset
 from src.experiments import store
 from src.experiments.grid import run_grid, train_cached
-from src.tracking import TrackingError
+from src.runtime import tracking
+from src.runtime.tracking import TrackingError
 from src.training.run import train
 
 # A run that trains for minutes unless stopped: the signal tests stop it.
@@ -119,7 +120,7 @@ def test_close_stale_command(tmp_path):
     alive = client.create_run(experiment, tags={**tags, "pid": str(os.getpid())})
     other_host = client.create_run(experiment, tags={"host": "elsewhere", "pid": str(dead.pid)})
     done = subprocess.run(
-        [sys.executable, "-m", "src.tracking", "close-stale", "--uri", uri],
+        [sys.executable, "-m", "src.runtime.tracking", "close-stale", "--uri", uri],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -233,7 +234,7 @@ def test_full_disk_while_storing_a_result_leaves_no_partial_file(tmp_path, monke
     monkeypatch.setattr(files.os, "fsync", no_space)
     target = tmp_path / "results" / "abc.json"
     with pytest.raises(OSError, match="No space left"):
-        files.write_json_atomic(target, {"a": 1})
+        files.write_json(target, {"a": 1})
     assert list(target.parent.iterdir()) == []  # neither the result nor a temporary file
 
 
@@ -301,7 +302,7 @@ def test_stored_paths_are_relative_so_a_copied_checkout_uses_its_own_files(tmp_p
 def test_a_pipeline_stage_killed_by_sigterm_exits_143(tmp_path):
     """stage_main (every DVC stage's entry) turns SIGTERM into exit status 143, so DVC marks
     the stage failed instead of taking a killed stage for a finished one."""
-    from pipelines.common import stage_main
+    from src.runtime.stage import stage_main
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     reached = []

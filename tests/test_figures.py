@@ -6,8 +6,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
+from src.core.status import STATUSES
 from src.paper import figures
-from src.training.status import STATUSES
 
 AFFINE = 0.04
 

@@ -18,9 +18,9 @@ import src.analysis.hessian as hessian
 import src.analysis.landscape as landscape
 import src.training.callbacks as callbacks
 from src.analysis import LossLandscape, auto_chunk_size, top_hessian_eigenvalue
-from src.config import validate
-from src.data import load_dataset
-from src.models import MLP
+from src.domain.config import validate
+from src.domain.data import load_dataset
+from src.domain.models import MLP
 from src.training.module import RegressionModule
 from src.training.run import train, train_batched
 

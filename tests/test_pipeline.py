@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import signal
@@ -14,30 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from support import REPO, all_runs
+from support import ALL_STAGES, COPY_IGNORE, REPO, all_runs, run_ok, stage_env, stages_ran
 
 pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
-
-IGNORE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "__pycache__",
-    "*.egg-info",
-    ".pytest_cache",
-    ".ruff_cache",
-    "mlflow.db",
-    "mlruns",
-    "outputs",
-    "multirun",
-    "results",
-    "figures",
-    "reports",
-    "data",
-    "cache",
-    "tmp",
-    "dvc.lock",
-    ".whl",
-)
 
 FIGURES = [
     "fig4a_sharpness_identity",
@@ -62,41 +40,18 @@ METRICS = [
 ]
 
 
-def _env(tmp: Path) -> dict:
-    venv_bin = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        "PATH": f"{venv_bin}:{os.environ['PATH']}",  # stage commands call `python`
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def _sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    )
-    return proc.stdout + proc.stderr
-
-
-def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A git + DVC copy of the repository with profile: tiny, after a first `dvc repro`."""
     root = tmp_path_factory.mktemp("pipeline")
     work = root / "repo"
-    shutil.copytree(REPO, work, ignore=IGNORE)
+    shutil.copytree(REPO, work, ignore=COPY_IGNORE)
     params = work / "params.yaml"
     params.write_text(params.read_text().replace("\nprofile: cpu\n", "\nprofile: tiny\n"))
-    env = _env(root)
+    env = stage_env(root)
     dvc = str(Path(sys.executable).with_name("dvc"))
-    _sh(["git", "init", "-q"], work, env)
-    _sh(
+    run_ok(["git", "init", "-q"], work, env)
+    run_ok(
         [
             "git",
             "-c",
@@ -111,24 +66,14 @@ def project(tmp_path_factory):
         work,
         env,
     )
-    _sh(["git", "add", "-A"], work, env)
-    first = _sh([dvc, "repro"], work, env)
+    run_ok(["git", "add", "-A"], work, env)
+    first = run_ok([dvc, "repro"], work, env)
     return {"work": work, "env": env, "dvc": dvc, "first": first, "root": root}
 
 
 def test_every_stage_runs_and_writes_its_outputs(project):
     work = project["work"]
-    assert _ran(project["first"]) == {
-        "theory",
-        "grid_identity",
-        "grid_he",
-        "boundary",
-        "curves",
-        "flat_vs_sharp",
-        "linear_check",
-        "figures",
-        "report",
-    }
+    assert stages_ran(project["first"]) == ALL_STAGES
     for name in FIGURES:
         for ext in ("png", "pdf"):
             path = work / "figures" / f"{name}.{ext}"
@@ -169,13 +114,13 @@ def test_every_stage_runs_and_writes_its_outputs(project):
     (summary_run,) = summary
     artifacts = {a.path for a in client.list_artifacts(summary_run.info.run_id)}
     assert {"REPORT.md", "claims.json", "figures"} <= artifacts
-    metrics_out = _sh([project["dvc"], "metrics", "show", "--json"], work, project["env"])
+    metrics_out = run_ok([project["dvc"], "metrics", "show", "--json"], work, project["env"])
     assert "runs_converged" in metrics_out
 
 
 def test_second_repro_runs_nothing(project):
-    out = _sh([project["dvc"], "repro"], project["work"], project["env"])
-    assert _ran(out) == set(), out
+    out = run_ok([project["dvc"], "repro"], project["work"], project["env"])
+    assert stages_ran(out) == set(), out
 
 
 def _vega_specs(html: str) -> dict[str, dict]:
@@ -199,7 +144,7 @@ def _marks(spec: dict) -> list[str]:
 def test_dvc_plots_show_renders_every_grid(project):
     work, env = project["work"], project["env"]
     out = project["root"] / "dvc_plots"
-    _sh([project["dvc"], "plots", "show", "-o", str(out)], work, env)
+    run_ok([project["dvc"], "plots", "show", "-o", str(out)], work, env)
     html = (out / "index.html").read_text()
     specs = _vega_specs(html)
 
@@ -268,11 +213,35 @@ def test_changing_one_grid_reruns_only_that_grid_and_dependents(project):
     assert old in text
     params.write_text(text.replace(old, old.replace("lrs: [0.5, 1000]", "lrs: [0.5, 0.25, 1000]")))
     before = len(all_runs(env["MLFLOW_TRACKING_URI"]))
-    out = _sh([project["dvc"], "repro"], work, env)
+    out = run_ok([project["dvc"], "repro"], work, env)
     # curves reads the grids' runs (it rereads them and trains nothing)
-    assert _ran(out) == {"grid_he", "curves", "figures", "report"}, out
+    assert stages_ran(out) == {"grid@he", "curves", "figures", "report"}, out
     # only the two new (depth, lr=0.25) runs trained, plus the report's summary run
     assert len(all_runs(env["MLFLOW_TRACKING_URI"])) == before + 2 + 1
+
+
+def test_editing_another_profile_reruns_nothing(project):
+    """Stages track their profile's sub-sections only: the paper profile's grid and compute
+    settings are not the tiny profile's."""
+    work, env = project["work"], project["env"]
+    params = work / "params.yaml"
+    text = params.read_text()
+    old = "  paper:\n    overrides: [+experiment=fig4_grid, init=he]\n"
+    assert old in text
+    try:
+        params.write_text(text.replace(old, old + "    seeds: [0, 1]\n"))
+        out = run_ok([project["dvc"], "status"], work, env)
+        assert "up to date" in out, out
+        params.write_text(
+            text.replace(
+                "\n    overrides: [init=he, optimizer=sgd]\n    depths: [1, 2]",
+                "\n    overrides: [init=he, optimizer=sgd]\n    depths: [2, 1]",
+            )
+        )
+        out = run_ok([project["dvc"], "status"], work, env)
+        assert "grid@he" in out and "grid@identity" not in out, out
+    finally:
+        params.write_text(text)
 
 
 def test_interrupted_grid_resumes_without_retraining(project):
@@ -291,7 +260,7 @@ def test_interrupted_grid_resumes_without_retraining(project):
     finished = {p.name for p in runs_dir.glob("*.json")}
     assert 1 <= len(finished) < 4, finished
     stamps = {name: (runs_dir / name).stat().st_mtime_ns for name in finished}
-    _sh(cmd, work, env)
+    run_ok(cmd, work, env)
     after = {p.name for p in runs_dir.glob("*.json")}
     assert len(after) == 4 and finished <= after
     # the runs finished before the interruption were not trained again
@@ -320,7 +289,7 @@ def test_stage_with_bad_params_fails_in_one_line(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env=_env(tmp_path),
+        env=stage_env(tmp_path),
     )
     assert proc.returncode == 1
     assert (

@@ -9,11 +9,15 @@ import math
 import pytest
 import torch
 
-from pipelines.flat_vs_sharp import pair_plan, table_s1, training_input_gains
-from src.models import MLP
-from src.paper.report import (
+from src.analysis.gains import training_input_gains
+from src.core.status import STATUSES
+from src.domain.models import MLP
+from src.experiments.flat_vs_sharp import pair_plan
+from src.paper.reference import adam_sgd_ratio_interval
+from src.paper.statistics import CI_LEVEL, smallest_exact_mwu_p
+from src.paper.tables import GRID_COLUMNS, grid_rows, summarize_grid, table_s1
+from src.report.claims import (
     Claim,
-    beyond_section,
     check_beyond_claims,
     check_claims,
     claim_adam_sharper,
@@ -24,12 +28,9 @@ from src.paper.report import (
     claim_larger_steps_flatter,
     claim_lr_max_one_over_m,
     claim_method_flat,
-    paper_ratio_interval,
-    render_report,
-    smallest_exact_mwu_p,
 )
-from src.paper.tables import GRID_COLUMNS, grid_rows, summarize_grid
-from src.training.status import STATUSES
+from src.report.inputs import ReportInputs
+from src.report.render import beyond_section, render_report
 
 LRS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 DEPTHS = (2, 4, 6, 8)
@@ -95,10 +96,14 @@ def test_larger_steps_flatter_three_ways():
 
 
 def test_larger_steps_flatter_ignores_non_minima():
-    """A plateau's lambda_max is measured but must not enter the statistic."""
-    rows = [row(d, lr, d / lr) for d in DEPTHS for lr in (1.0, 2.0, 4.0)]
-    rows += [row(d, 8.0, 100.0, "plateau", "stationary_above_affine") for d in DEPTHS]
-    assert claim_larger_steps_flatter(rows).holds is None
+    """A plateau's lambda_max is measured but must not enter the statistic: four converged
+    step sizes falling as 1/lr hold; counted, the plateau's sharp end at the largest step
+    would break the ordering at every depth."""
+    rows = [row(d, lr, d / lr) for d in DEPTHS for lr in (1.0, 2.0, 4.0, 8.0)]
+    rows += [row(d, 16.0, 100.0, "plateau", "stationary_above_affine") for d in DEPTHS]
+    assert claim_larger_steps_flatter(rows).holds is True
+    counted = [dict(r, status="converged") for r in rows]
+    assert claim_larger_steps_flatter(counted).holds is not True
 
 
 # --- claim 2 ---------------------------------------------------------------------------------
@@ -202,7 +207,7 @@ PAPER_SGD = [1.75, 1.76, 1.77, 1.76]
 
 
 def test_paper_ratio_and_exact_test_floor():
-    ratio, lo, hi = paper_ratio_interval()
+    ratio, lo, hi = adam_sgd_ratio_interval(CI_LEVEL)
     assert ratio == pytest.approx(12.9 / 1.76)
     assert lo == pytest.approx(5.30, abs=0.01) and hi == pytest.approx(9.40, abs=0.01)
     assert smallest_exact_mwu_p(4, 4) == pytest.approx(1 / 70)
@@ -311,7 +316,7 @@ def test_interpolation_k_of_n():
     assert claim_interpolation_misleads([], {}).holds is None
 
 
-# --- Table S1 and pairs from runs (pipelines/flat_vs_sharp.py) -----------------------------
+# --- Table S1 and pairs from runs (src.paper.tables, src.experiments.flat_vs_sharp) -----------------------------
 
 
 def run_result(method, seed, status, lam, loss, reason=None):
@@ -324,7 +329,12 @@ def run_result(method, seed, status, lam, loss, reason=None):
         "final_val_loss": loss * 1.1,
         "loss_vs_affine": loss / 0.04,
         "dead_units": [0.0, 0.1, 0.5],
-        "config": {"seed": seed},
+        "config": {
+            "seed": seed,
+            "model": {"depth": 6},
+            "init": {"name": "he"},
+            "optimizer": {"name": method, "lr": 0.5 if method == "sgd" else 3e-4},
+        },
         "analysis": {"lambda_max": lam},
     }
 
@@ -381,20 +391,18 @@ def test_render_report_states_tests_thresholds_and_statuses():
     )
     t["sgd"]["lambda_max"]["paper"] = {"mean": 1.76, "std": 9.43e-3}
     b = boundary()
-    claims = check_claims(identity, identity, t, {}, [], boundary=b)
-    assert [c.name for c in claims][:2] == ["larger_steps_flatter", "lr_max_one_over_m"]
-    text = render_report(
-        "cpu",
-        "notes here",
-        claims,
-        t,
-        [("Fig", "../figures/f.png")],
-        {},
-        None,
-        None,
-        stage_rows={"grid_identity": identity, "flat_vs_sharp": t["sgd"]["runs"]},
+    inputs = ReportInputs(
+        profile="cpu",
+        notes="notes here",
+        identity=identity,
+        he=identity,
+        table_s1=t,
         boundary=b,
+        figures=[("Fig", "../figures/f.png")],
     )
+    claims = check_claims(inputs)
+    assert [c.name for c in claims][:2] == ["larger_steps_flatter", "lr_max_one_over_m"]
+    text = render_report(inputs, claims)
     for claim in claims:
         assert claim.statement in text and claim.threshold in text
         assert claim.threshold_source in text and claim.statistic in text
@@ -514,15 +522,19 @@ def test_sam_interpolation_and_the_beyond_section():
         for i, f in enumerate([True] * 8 + [False])
     ]
     gains = {"adam": gains_of([5.0, 6, 7]), "sam": gains_of([2.0, 2.1, 2.2])}
-    claims = check_beyond_claims(t, gains, pairs, {"sam": {"pairs_skipped": []}})
+
+    def beyond(table, pairs):
+        return check_beyond_claims(ReportInputs(table_s1=table, gains=gains, other_pairs=pairs))
+
+    claims = beyond(t, pairs)
     assert [c.name for c in claims] == ["sam_flat", "sam_interpolation_misleads"]
     line = claims[1]
     assert line.holds is None and "8 of 9" in line.reason
     assert line.numbers["pairs"] == 9 and "sam end" in line.statistic
     all_pairs = [dict(p, flat_looks_sharper_on_line=True) for p in pairs]
-    assert check_beyond_claims(t, gains, all_pairs)[1].holds is True
+    assert beyond(t, all_pairs)[1].holds is True
     # no third method: nothing beyond the paper
-    assert check_beyond_claims(table(PAPER_SGD, [10.0, 12, 14, 16]), gains, pairs) == []
+    assert beyond(table(PAPER_SGD, [10.0, 12, 14, 16]), pairs) == []
     spectra = {
         "runs": {
             "sgd": [

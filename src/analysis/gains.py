@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,7 +145,7 @@ def gain_profile(
     """Estimate max_x ||h_k(x)|| / ||x|| on the sphere ||x|| = input_norm for every layer k.
 
     Args:
-        model: a module with `layer_outputs(x) -> [h_1, ..., h_m]` (like `src.models.MLP`), or
+        model: a module with `layer_outputs(x) -> [h_1, ..., h_m]` (like `src.domain.models.MLP`), or
             such a callable itself. Run in eval mode; its parameters are not changed (their
             requires_grad flags are left alone; only the input is differentiated).
         input_dim: d_0.
@@ -272,3 +273,49 @@ def _ascend(layer_outputs, input_dim, restarts, steps, radius, lr, seed, like, h
         lr=lr,
         maximal_input=maximal_input[0].detach().cpu(),
     )
+
+
+def gains_at_input_norms(
+    model: nn.Module,
+    *,
+    input_dim: int,
+    input_norms: Sequence[float],
+    restarts: int,
+    steps: int,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The gain search (`gain_profile`) repeated on several input spheres: with biases the
+    gain depends on the radius the search is run at, so a comparison of nets that holds at one
+    radius should be checked at others. One {input_norm, max_gain, maximal_input_gains} each."""
+    out = []
+    for norm in input_norms:
+        profile = gain_profile(
+            model, input_dim=input_dim, restarts=restarts, steps=steps, input_norm=norm, seed=seed
+        )
+        out.append(
+            {
+                "input_norm": float(norm),
+                "max_gain": list(profile.max_gain),
+                "maximal_input_gains": list(profile.maximal_input_gains),
+            }
+        )
+    return out
+
+
+def training_input_gains(model: nn.Module, inputs: torch.Tensor, chunk: int = 4096) -> dict:
+    """Radius-free gains: per layer k, the largest and the median ||h_k(x)|| / ||x|| over the
+    given inputs (e.g. the training inputs themselves). The gain search maximizes over a sphere
+    whose radius must be chosen (biased nets have no scale-free gain); this one needs no
+    radius, and shows how a net amplifies the signals it was trained on."""
+    ratios = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), chunk):
+            x = inputs[start : start + chunk]
+            norms = x.norm(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
+            outs = model.layer_outputs(x)
+            ratios.append(torch.stack([h.flatten(1).norm(dim=1) / norms for h in outs]))
+    per_layer = torch.cat(ratios, dim=1).double()
+    return {
+        "max_gain": per_layer.amax(dim=1).tolist(),
+        "median_gain": per_layer.median(dim=1).values.tolist(),
+    }

@@ -8,9 +8,10 @@ converged run may be a budget or plateau failure rather than instability. Here t
 bracketed from below by a converged run and from above by a run that fails for a stability
 reason (`STABILITY_FAILURES`), and refined by bisection in log step size to a set resolution.
 
-Everything here is pure: the bracket logic and the fit read rows of results, and the bisection
-driver trains only through the `train_points` callable its caller provides (the `boundary` DVC
-stage passes one that trains a round's points together through `run_grid`).
+The bracket logic reads rows of results and the bisection driver trains only through the
+`train_points` callable its caller provides: `store_trainer` gives one that trains a round's
+points together through the result store (`run_points`), as the `boundary` DVC stage does. The
+power-law fit and the tables of the outcome are in src.paper.boundary.
 """
 
 from __future__ import annotations
@@ -18,24 +19,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
+from src.core.files import read_csv
+from src.core.status import CONVERGED, STABILITY_FAILURES
+from src.experiments.grid import run_points
+from src.paper.boundary import BRACKETED, NO_MINIMUM, OPEN_ABOVE
+from src.paper.tables import grid_row
+from src.runtime.params import ParamsError
 
-from src.training.status import STABILITY_FAILURES
-
-CONVERGED = "converged"
 DEFAULT_RESOLUTION = 2.0**0.25  # the issue's target: the boundary to within 2^(1/4)
 # Relative slack on the resolution test, so that a bracket halved twice from a factor 2
 # (ratio 2^0.25 up to rounding) counts as resolved and not as one round short.
 RATIO_SLACK = 1e-6
 LR_DIGITS = 10  # significant digits of a probe's step size (its Hydra override stays readable)
-
-# A bracket's state.
-BRACKETED = "bracketed"  # converged at lo, a stability failure at hi
-OPEN_ABOVE = "open_above"  # converged runs, but no stability failure above the largest one
-NO_MINIMUM = "no_minimum"  # no converged run at all
 
 Point = tuple[int, float]  # (depth, lr) of a run to train
 TrainPoints = Callable[[list[Point]], list[dict[str, Any]]]
@@ -268,158 +266,73 @@ def probe_summary(probe: Mapping[str, Any]) -> dict[str, Any]:
     return {**dict(probe), **run_summary(probe), "round": probe["round"]}
 
 
-# --- the power law lr_max(m) ~ c m^p -------------------------------------------------------
+# --- the search's settings, its starting grid and its training -------------------------------
+
+# What a probe's row keeps of its run (boundary.json and boundary.csv).
+PROBE_FIELDS = (
+    "depth",
+    "lr",
+    "status",
+    "reason",
+    "final_train_loss",
+    "loss_vs_affine",
+    "lambda_max",
+    "epochs",
+    "key",
+)
 
 
-def loglog_fit(depths: Sequence[float], values: Sequence[float]) -> dict[str, Any]:
-    """Least squares log(value) = log c + p log(depth), with the slope's 95% t-interval
-    (n - 2 degrees of freedom; None below 3 points)."""
-    x, y = np.log(np.asarray(depths, float)), np.log(np.asarray(values, float))
-    n = len(x)
-    if n < 2 or np.ptp(x) == 0:
-        return {"exponent": None, "log_c": None, "r2": None, "ci95": None, "stderr": None, "n": n}
-    fit = stats.linregress(x, y)
-    r2 = float(fit.rvalue**2) if np.ptp(y) > 0 else 1.0
-    ci = None
-    stderr = None
-    if n >= 3:
-        stderr = float(fit.stderr)
-        half = float(stats.t.ppf(0.975, n - 2)) * stderr
-        ci = [float(fit.slope) - half, float(fit.slope) + half]
+def search_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """bisect_boundary's arguments from the profile's `boundary` settings in params.yaml."""
+    try:
+        exponent = float(settings["resolution_exponent"])
+        max_rounds = int(settings["max_rounds"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ParamsError(
+            f"params.yaml: boundary needs resolution_exponent and max_rounds ({err})"
+        ) from err
+    if exponent <= 0 or max_rounds < 0:
+        raise ParamsError("params.yaml: boundary.resolution_exponent must be > 0, max_rounds >= 0")
+    max_lr = settings.get("max_lr")
     return {
-        "exponent": float(fit.slope),
-        "log_c": float(fit.intercept),
-        "r2": r2,
-        "ci95": ci,
-        "stderr": stderr,
-        "n": n,
+        "resolution": 2.0**exponent,
+        "max_rounds": max_rounds,
+        "max_lr": None if max_lr is None else float(max_lr),
     }
 
 
-def bracket_slope_range(
-    depths: Sequence[float], lows: Sequence[float], highs: Sequence[float]
-) -> list[float]:
-    """The least and greatest log-log least-squares slope over all values inside the brackets.
-
-    The slope is linear in the data, sum_i w_i log y_i with w_i = (x_i - mean x) / Sxx, so its
-    extremes take each y_i at one end of its bracket: the low end where w_i > 0 for the least
-    slope, the high end for the greatest.
-    """
-    x = np.log(np.asarray(depths, float))
-    weights = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
-    log_lo, log_hi = np.log(np.asarray(lows, float)), np.log(np.asarray(highs, float))
-    least = np.sum(np.where(weights > 0, weights * log_lo, weights * log_hi))
-    greatest = np.sum(np.where(weights > 0, weights * log_hi, weights * log_lo))
-    return [float(least), float(greatest)]
+def source_grid_rows(grid_csv: Path, seed: int | None) -> list[dict[str, Any]]:
+    """The rows of the grid whose brackets the search starts from (one seed: the probes'
+    own), each marked as coming from the grid."""
+    if not grid_csv.exists():
+        raise ParamsError(f"{grid_csv}: not found (run the grid stage that writes it first)")
+    rows = read_csv(grid_csv)
+    if seed is not None:
+        rows = [r for r in rows if r.get("seed") in (None, seed)]
+    return [{**r, "source": "grid"} for r in rows]
 
 
-def power_law_fit(boundaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    """lr_max(m) ~ c m^p over the bracketed depths, with an interval for p that accounts for
-    both the scatter and the brackets' width.
+def store_trainer(
+    base_overrides: Sequence[str],
+    results_dir: Path,
+    output_root: Path,
+    seed: int | None,
+    **options: Any,
+) -> tuple[TrainPoints, list[str]]:
+    """A `train_points` for bisect_boundary that trains a round's (depth, lr) points together
+    through the result store (`run_points` with `options`), and the list of the keys it has
+    trained so far (the store keeps only those)."""
+    seed_override = [] if seed is None else [f"seed={seed}"]
+    used_keys: list[str] = []
 
-    The estimate is the fit to the geometric midpoints sqrt(lo hi) (the bracket's centre in log
-    step size); fits to the lo and to the hi ends are given beside it. `ci95_with_bracket`
-    widens the range of slopes the brackets allow (`bracket_slope_range`) by the midpoint fit's
-    t half-width: p lies in it whatever the true boundary inside each bracket.
-    Open or empty depths enter no fit (their lr_max is only a lower bound, or none).
-    """
-    used = [b for _, b in sorted(boundaries.items()) if b["state"] == BRACKETED]
-    depths = [float(b["depth"]) for b in used]
-    lows = [b["bracket"][0] for b in used]
-    highs = [b["bracket"][1] for b in used]
-    mids = [math.sqrt(lo * hi) for lo, hi in zip(lows, highs)]
-    midpoint = loglog_fit(depths, mids)
-    result: dict[str, Any] = {
-        **midpoint,
-        "fit_lo": loglog_fit(depths, lows),
-        "fit_hi": loglog_fit(depths, highs),
-        "bracket_range": None,
-        "ci95_with_bracket": None,
-        "points": [
-            {"depth": int(d), "lo": lo, "hi": hi, "mid": mid}
-            for d, lo, hi, mid in zip(depths, lows, highs, mids)
-        ],
-        "excluded_depths": {
-            str(d): b["state"] for d, b in sorted(boundaries.items()) if b["state"] != BRACKETED
-        },
-    }
-    if midpoint["exponent"] is not None:
-        span = bracket_slope_range(depths, lows, highs)
-        result["bracket_range"] = span
-        if midpoint["ci95"] is not None:
-            half = midpoint["ci95"][1] - midpoint["exponent"]
-            result["ci95_with_bracket"] = [span[0] - half, span[1] + half]
-    return result
-
-
-# --- beside lr_max: the flattest minimum and the linear-stability value 2 / lr_max -----------
-
-
-def result_row(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored training result (src.experiments.store) as a row: what the bracket reads and
-    what the boundary table shows beside it."""
-    config = result["config"]
-    analysis = result.get("analysis") or {}
-    return {
-        "depth": int(config["model"]["depth"]),
-        "lr": float(config["optimizer"]["lr"]),
-        "status": result["status"],
-        "reason": result.get("reason"),
-        "final_train_loss": _finite_or_none(result.get("final_train_loss")),
-        "loss_vs_affine": _finite_or_none(result.get("loss_vs_affine")),
-        "lambda_max": _finite_or_none(analysis.get("lambda_max")),
-        "epochs": result.get("epochs"),
-        "key": result.get("key"),
-    }
-
-
-def _finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def flattest_converged(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Per depth, the converged run with the lowest lambda_max (the flattest minimum found)."""
-    best: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        lam = row.get("lambda_max")
-        if row["status"] != CONVERGED or lam is None or not math.isfinite(float(lam)):
-            continue
-        depth = int(row["depth"])
-        if depth not in best or float(lam) < best[depth]["lambda_max"]:
-            best[depth] = {"lambda_max": float(lam), "lr": float(row["lr"]), "key": row.get("key")}
-    return dict(sorted(best.items()))
-
-
-def stability_comparison(
-    boundaries: Mapping[int, Mapping[str, Any]],
-    grid_rows: Iterable[Mapping[str, Any]],
-    probe_rows: Iterable[Mapping[str, Any]] = (),
-) -> list[dict[str, Any]]:
-    """Per depth: lr_max with its bracket, the flattest converged lambda_max of the grid (and of
-    grid and probes together), and 2 / lr_max: the sharpness above which no minimum is linearly
-    stable for SGD at step lr_max (App. I, eq. S4: stable only if lambda_max <= 2 / eta). The
-    flattest minimum should sit at or below it; in the paper's Fig. 4 both fall with depth."""
-    grid_rows = list(grid_rows)
-    flattest = flattest_converged(grid_rows)
-    flattest_all = flattest_converged([*grid_rows, *probe_rows])
-    table = []
-    for depth, b in sorted(boundaries.items()):
-        lo, hi = b["bracket"]
-        table.append(
-            {
-                "depth": depth,
-                "state": b["state"],
-                "lr_max": b["lr_max"],
-                "lr_max_hi": hi,
-                "two_over_lr_max": None if lo is None else 2.0 / lo,
-                "two_over_lr_max_hi": None if hi is None else 2.0 / hi,
-                "lambda_max_at_lr_max": (b.get("lo_run") or {}).get("lambda_max"),
-                "flattest_lambda_max": flattest.get(depth, {}).get("lambda_max"),
-                "flattest_lr": flattest.get(depth, {}).get("lr"),
-                "flattest_lambda_max_with_probes": flattest_all.get(depth, {}).get("lambda_max"),
-            }
+    def train_points(points: list[Point]) -> list[dict[str, Any]]:
+        jobs = [
+            [f"depth={depth}", f"lr={lr:.{LR_DIGITS}g}", *seed_override] for depth, lr in points
+        ]
+        results = run_points(
+            base_overrides, jobs, results_dir=results_dir, output_root=output_root, **options
         )
-    return table
+        used_keys.extend(r["key"] for r in results)
+        return [{k: grid_row(r)[k] for k in PROBE_FIELDS} for r in results]
+
+    return train_points, used_keys

@@ -41,7 +41,7 @@ def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            # `from src import tracking` imports the module src.tracking
+            # `from src.runtime import tracking` imports the module src.runtime.tracking
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
     found = set()
     for name in names:

@@ -25,11 +25,12 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from src.config import ConfigValueError, RunConfig, batching_enabled, validate
-from src.console import quiet_notices
-from src.data import TensorData, load_dataset
+from src.core.signals import exit_on_signals
+from src.domain.config import ConfigValueError, RunConfig, batching_enabled, validate
+from src.domain.data import TensorData, load_dataset
 from src.experiments.progress import GridProgress, run_cost
 from src.experiments.store import (
     adopt_result,
@@ -40,8 +41,9 @@ from src.experiments.store import (
     run_output_dir,
     store_result,
 )
-from src.signals import exit_on_signals
-from src.tracking import prepare_store
+from src.runtime.console import quiet_notices
+from src.runtime.params import ParamsError
+from src.runtime.tracking import prepare_store
 from src.training.batched import batch_key, batchable
 from src.training.run import train, train_batched
 
@@ -66,6 +68,44 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def sweep_axes(overrides: Sequence[str] = ()) -> dict[str, list[str]]:
+    """The sweep a composed config defines in `hydra.sweeper.params` (e.g. the depths and step
+    sizes of `+experiment=fig4_grid`), as {key: [value, ...]} in Hydra's override syntax."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    parser = OverridesParser.create()
+    axes = {}
+    for key, value in (cfg.hydra.sweeper.params or {}).items():
+        override = parser.parse_override(f"{key}={value}")
+        if override.is_sweep_override():
+            axes[key] = list(override.sweep_string_iterator())
+        else:
+            axes[key] = [override.get_value_element_as_str()]
+    return axes
+
+
+def grid_axes(settings: Mapping[str, Any], base_overrides: Sequence[str]) -> dict[str, list]:
+    """A grid stage's axes: its `depths` and `lrs` in params.yaml, or, where it leaves one
+    out, the sweep of the experiment preset its overrides name (the paper profile's Fig. 4
+    grid is `+experiment=fig4_grid`'s); and its `seeds`, when given."""
+    preset = None
+    axes: dict[str, list] = {}
+    for name, key in (("depth", "depths"), ("lr", "lrs")):
+        values = settings.get(key)
+        if values is None:
+            preset = sweep_axes(base_overrides) if preset is None else preset
+            values = preset.get(name)
+        if not values:
+            raise ParamsError(
+                f"params.yaml: the grid needs `{key}` (or an experiment preset sweeping {name})"
+            )
+        axes[name] = list(values)
+    if settings.get("seeds"):
+        axes["seed"] = list(settings["seeds"])
+    return axes
 
 
 def train_cached(
@@ -163,7 +203,7 @@ _WORKER_DATA: dict[str, TensorData] = {}  # a worker's data sets, loaded once pe
 def _start_worker() -> None:
     """A worker trains with one thread (the pool is the parallelism) and ends on SIGTERM /
     SIGINT through Python's exception path, so its open MLflow run is closed as KILLED. It
-    prints what its parent would (src.console: quiet unless $FLATMINIMA_VERBOSE)."""
+    prints what its parent would (src.runtime.console: quiet unless $FLATMINIMA_VERBOSE)."""
     torch.set_num_threads(1)
     exit_on_signals()
     quiet_notices()
@@ -209,7 +249,7 @@ def _train_task(
 
 def prepare_tracking(pending: Iterable[Job]) -> None:
     """Create and migrate the MLflow stores and experiments the workers will log to, once,
-    here, before they start (src.tracking takes an inter-process lock for it anyway)."""
+    here, before they start (src.runtime.tracking takes an inter-process lock for it anyway)."""
     for target in {
         (r["logger"]["tracking_uri"], r["logger"]["experiment_name"])
         for r, _ in pending

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from src.core.files import write_json
+from src.core.status import STATUSES
 from src.experiments.code import code_fingerprint
-from src.files import write_json_atomic
-from src.training.status import STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def adopt_result(
         if found is not None:
             root.mkdir(parents=True, exist_ok=True)
             stored = _map_paths(found, lambda p: os.path.relpath(Path(p).resolve(), root))
-            write_json_atomic(result_path(resolved, results_dir), stored)
+            write_json(result_path(resolved, results_dir), stored)
             return found
     return None
 
@@ -171,7 +171,7 @@ def store_result(resolved: Mapping[str, Any], result, results_dir: str | Path) -
     }
     root = Path(results_dir).resolve()
     stored = _map_paths(payload, lambda p: os.path.relpath(Path(p).resolve(), root))
-    write_json_atomic(result_path(resolved, results_dir), stored)
+    write_json(result_path(resolved, results_dir), stored)
     return _map_paths(stored, lambda p: str((root / p).resolve()))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from src.plots import BLUE, GREY, ORANGE, RED, plt, save
+from src.core.plots import BLUE, GREY, ORANGE, RED, plt, save
 
 FORMATS = ("png", "pdf")
 BRACKETED = "bracketed"

@@ -13,7 +13,6 @@ are read as unknown.
 
 from __future__ import annotations
 
-import math
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,23 +24,25 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from src.paper.tables import flattest_per_depth, linear_fit
-from src.plots import BLUE, GREEN, GREY, ORANGE, RED, draw_gain_profile, plt, save
+from src.core.files import finite_or_none, read_csv
+from src.core.plots import BLUE, GREEN, GREY, ORANGE, RED, draw_gain_profile, plt, save
+from src.core.status import BUDGET_EXHAUSTED, CONVERGED, DIVERGED, PLATEAU, UNSTABLE, UNVERIFIED
+from src.paper.statistics import line_fit
+from src.paper.tables import flattest_per_depth
 
 FORMATS = ("png", "pdf")
 
-CONVERGED = "converged"
 UNKNOWN = "unknown"  # a row without a status (should not happen, but must not crash a figure)
 
-# Marker and colour per status (src.training.status.STATUSES). The marker shape carries the
+# Marker and colour per status (src.core.status.STATUSES). The marker shape carries the
 # meaning on its own (figures may be printed in grey): converged runs are coloured tiles.
 STATUS_STYLES: dict[str, tuple[str, str]] = {
     CONVERGED: ("s", BLUE),
-    "plateau": ("o", GREY),  # stopped above the affine denoiser's loss
-    "budget_exhausted": (">", ORANGE),  # still improving when the epochs ran out
-    "unstable": ("^", RED),  # eta * lambda_max above the linear-stability limit
-    "diverged": ("X", "black"),
-    "unverified": ("$?$", "#9467bd"),  # the Hessian solve failed: no lambda_max to check
+    PLATEAU: ("o", GREY),  # stopped above the affine denoiser's loss
+    BUDGET_EXHAUSTED: (">", ORANGE),  # still improving when the epochs ran out
+    UNSTABLE: ("^", RED),  # eta * lambda_max above the linear-stability limit
+    DIVERGED: ("X", "black"),
+    UNVERIFIED: ("$?$", "#9467bd"),  # the Hessian solve failed: no lambda_max to check
 }
 # Statuses this module does not know (older results' `not_converged`, UNKNOWN) get these, in
 # order, so that every status still has a mark of its own.
@@ -62,24 +63,15 @@ RATIO_TICKS = (0.25, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0)
 MIN_RATIO_SPAN = 1.25
 
 
-def _finite(value) -> float | None:
-    """A float, or None for missing, empty, non-numeric or non-finite values."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def normalize_rows(rows: Iterable[dict]) -> list[dict]:
     """Copies of grid rows with every key the figures read: old grid.csv files lack `reason`
     and `loss_vs_affine`, and lambda_max was only written for converged runs. The ratio is
     recomputed from the losses when only those are present."""
     out = []
     for row in rows:
-        loss = _finite(row.get("final_train_loss"))
-        affine = _finite(row.get("affine_baseline_loss"))
-        ratio = _finite(row.get("loss_vs_affine"))
+        loss = finite_or_none(row.get("final_train_loss"))
+        affine = finite_or_none(row.get("affine_baseline_loss"))
+        ratio = finite_or_none(row.get("loss_vs_affine"))
         if ratio is None and loss is not None and affine:
             ratio = loss / affine
         status = row.get("status")
@@ -93,7 +85,7 @@ def normalize_rows(rows: Iterable[dict]) -> list[dict]:
                 "final_train_loss": loss,
                 "affine_baseline_loss": affine,
                 "loss_vs_affine": ratio,
-                "lambda_max": _finite(row.get("lambda_max")),
+                "lambda_max": finite_or_none(row.get("lambda_max")),
             }
         )
     return out
@@ -372,7 +364,7 @@ def flattest_figure(rows: Sequence[dict], title: str) -> Figure:
                 fontsize=7,
             )
         if len(depths) >= 2:
-            fit = linear_fit(depths, values)
+            fit = line_fit(depths, values)
             grid = np.linspace(depths.min(), depths.max(), 50)
             ax.plot(
                 grid,
@@ -633,3 +625,44 @@ def spectral_densities(
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     return save(fig, path, FORMATS)
+
+
+# --- Fig. 7 from the flat_vs_sharp stage's files ---------------------------------------------
+
+METHOD_LABELS = {"sgd": "SGD (flat)", "adam": "Adam (sharp)", "sam": "SAM"}
+
+
+def note_figure(path: Path, text: str) -> Path:
+    """A figure that only says why it is empty: a fixed output stays present."""
+    fig, ax = plt.subplots(figsize=(5, 2))
+    ax.text(0.5, 0.5, text, ha="center")
+    ax.axis("off")
+    return save(fig, path, FORMATS)
+
+
+def cross_section_figures(results: Path, out: Path, labels: dict[str, str]) -> list[Path]:
+    """Fig. 7 from results/flat_vs_sharp/: the flat-vs-sharp cross-sections
+    (fig7_cross_sections) and one figure per further method against the sharp one
+    (fig7_cross_sections_<method>, e.g. SAM). A comparison without a pair of minima gets a
+    figure that says so."""
+    paths = []
+    arrays = dict(np.load(results / "cross_sections.npz"))
+    path = out / "fig7_cross_sections.png"
+    if "unavailable" in arrays:
+        paths.append(note_figure(path, "no cross-sections: a flat_vs_sharp run diverged"))
+    else:
+        pairs = read_csv(results / "pairs.csv")
+        paths.append(cross_sections(arrays, pairs, path, labels))
+    stored = dict(np.load(results / "cross_sections_others.npz"))
+    pairs = read_csv(results / "pairs_others.csv")
+    for method in dict.fromkeys(key.split(":", 1)[0] for key in stored):
+        arrays = {k.split(":", 1)[1]: v for k, v in stored.items() if k.startswith(f"{method}:")}
+        path = out / f"fig7_cross_sections_{method}.png"
+        if "unavailable" in arrays:
+            text = f"no cross-sections: no pair of {method} and sharp minima"
+            paths.append(note_figure(path, text))
+            continue
+        own = [p for p in pairs if p.get("method") == method]
+        subject = labels.get(method, method)
+        paths.append(cross_sections(arrays, own, path, labels, subject=subject))
+    return paths

@@ -1,24 +1,23 @@
-"""Tables and fits over saved training results (no training here).
+"""Tables over saved training results (never trains): one row per run, counts per status,
+the flattest minimum per depth and the grids' summaries (Figs 4-5), Table S1.
 
-Used by the pipeline stages to write grid tables and by the report to check the paper's
-claims from our data.
+Every function that speaks about minima keeps only runs with status `converged`; the others
+are counted and listed, never dropped silently.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from src.files import read_json, write_json_atomic
-from src.training.status import STATUSES
-
-CONVERGED = "converged"  # the one status that speaks about a minimum (src.training.status)
+from src.core.files import finite_or_none
+from src.core.status import CONVERGED, STATUSES
+from src.paper.reference import TABLE_S1
+from src.paper.statistics import line_fit
 
 # One row per run (results/<stage>/grid.csv). lambda_max is given for every run whose Hessian
 # solve ran, minimum or not; every function here that speaks about minima filters `converged`.
@@ -43,79 +42,37 @@ GRID_COLUMNS = (
 )
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    write_json_atomic(Path(path), payload)
+def grid_row(result: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored training result (src.experiments.store) as a flat row of GRID_COLUMNS,
+    whatever its status. Keys added by issue 11 (affine baseline, gradient norm, dead units)
+    may be missing from older results and are then None."""
+    cfg = result["config"]
+    analysis = result.get("analysis") or {}
+    lam = finite_or_none(analysis.get("lambda_max"))
+    lr = float(cfg["optimizer"]["lr"])
+    return {
+        "depth": int(cfg["model"]["depth"]),
+        "lr": lr,
+        "seed": int(cfg["seed"]),
+        "init": cfg["init"]["name"],
+        "optimizer": cfg["optimizer"]["name"],
+        "status": result["status"],
+        "reason": result.get("reason"),
+        "epochs": int(result["epochs"]),
+        "final_train_loss": finite_or_none(result["final_train_loss"]),
+        "final_val_loss": finite_or_none(result["final_val_loss"]),
+        "affine_baseline_loss": finite_or_none(result.get("affine_baseline_loss")),
+        "loss_vs_affine": finite_or_none(result.get("loss_vs_affine")),
+        "grad_norm_ratio": finite_or_none(result.get("grad_norm_ratio")),
+        "dead_fraction_max": dead_fraction_max(result.get("dead_units")),
+        "lambda_max": lam,
+        "lr_times_lambda_max": None if lam is None else lr * lam,
+        "key": result["key"],
+    }
 
 
-def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(columns or (rows[0].keys() if rows else GRID_COLUMNS))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-
-
-def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open() as handle:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def _csv_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return ""
-    return "" if value is None else value
-
-
-def _parse(text: str):
-    if text == "":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def grid_rows(results: Iterable[dict]) -> list[dict[str, Any]]:
-    """One flat row per training result, whatever its status (nothing is dropped, so a figure
-    or the report can say why a tile is empty). lambda_max is kept for every run whose Hessian
-    solve ran: readers that speak about minima filter status == "converged" themselves.
-    Keys added by issue 11 (affine baseline, gradient norm, dead units) may be missing from
-    older results and are then None."""
-    rows = []
-    for result in results:
-        cfg = result["config"]
-        analysis = result.get("analysis") or {}
-        lam = finite_or_none(analysis.get("lambda_max"))
-        lr = float(cfg["optimizer"]["lr"])
-        rows.append(
-            {
-                "depth": int(cfg["model"]["depth"]),
-                "lr": lr,
-                "seed": int(cfg["seed"]),
-                "init": cfg["init"]["name"],
-                "optimizer": cfg["optimizer"]["name"],
-                "status": result["status"],
-                "reason": result.get("reason"),
-                "epochs": int(result["epochs"]),
-                "final_train_loss": _finite(result["final_train_loss"]),
-                "final_val_loss": _finite(result["final_val_loss"]),
-                "affine_baseline_loss": finite_or_none(result.get("affine_baseline_loss")),
-                "loss_vs_affine": finite_or_none(result.get("loss_vs_affine")),
-                "grad_norm_ratio": finite_or_none(result.get("grad_norm_ratio")),
-                "dead_fraction_max": dead_fraction_max(result.get("dead_units")),
-                "lambda_max": lam,
-                "lr_times_lambda_max": None if lam is None else lr * lam,
-                "key": result["key"],
-            }
-        )
-    return rows
+def grid_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [grid_row(result) for result in results]
 
 
 def dead_fraction_max(dead_units: Sequence[float] | None) -> float | None:
@@ -125,30 +82,23 @@ def dead_fraction_max(dead_units: Sequence[float] | None) -> float | None:
     return max(values) if values else None
 
 
-def _finite(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
+def minima(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows that speak about a minimum: converged, with a measured lambda_max."""
+    return [r for r in rows if r["status"] == CONVERGED and r.get("lambda_max") is not None]
 
 
-def finite_or_none(value) -> float | None:
-    """A finite float, or None for a missing or non-finite value (JSON and CSV cells)."""
-    return None if value is None else _finite(value)
-
-
-def flattest_per_depth(rows: Sequence[dict]) -> dict[int, dict[str, float]]:
-    """For each depth, the converged run with the lowest lambda_max (Fig. 4b). Only minima
-    count: a plateau or an unstable run has a lambda_max too, but it is not a minimum."""
-    best: dict[int, dict] = {}
-    for row in rows:
-        if row["status"] != CONVERGED or row.get("lambda_max") is None:
-            continue
-        depth = row["depth"]
-        if depth not in best or row["lambda_max"] < best[depth]["lambda_max"]:
-            best[depth] = {"lambda_max": row["lambda_max"], "lr": row["lr"]}
+def flattest_per_depth(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, float]]:
+    """For each depth, the converged run with the lowest lambda_max (Fig. 4b): its lambda_max
+    and step size. A plateau or an unstable run has a lambda_max too, but is no minimum."""
+    best: dict[int, dict[str, float]] = {}
+    for row in minima(rows):
+        depth, lam = int(row["depth"]), float(row["lambda_max"])
+        if depth not in best or lam < best[depth]["lambda_max"]:
+            best[depth] = {"lambda_max": lam, "lr": float(row["lr"])}
     return dict(sorted(best.items()))
 
 
-def largest_converged_lr(rows: Sequence[dict]) -> dict[int, float]:
+def largest_converged_lr(rows: Iterable[Mapping[str, Any]]) -> dict[int, float]:
     """Per depth, the largest step size of a converged run (a lower bound on lr_max; the
     bisection stage, not this, brackets the boundary)."""
     per_depth: dict[int, float] = {}
@@ -158,30 +108,7 @@ def largest_converged_lr(rows: Sequence[dict]) -> dict[int, float]:
     return dict(sorted(per_depth.items()))
 
 
-def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
-    """Least-squares y = slope x + intercept, with R^2."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2:
-        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan, "points": len(x)}
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (slope * x + intercept)
-    total = np.sum((y - y.mean()) ** 2)
-    r2 = 1.0 - np.sum(residual**2) / total if total > 0 else math.nan
-    return {"slope": float(slope), "intercept": float(intercept), "r2": float(r2), "points": len(x)}
-
-
-def power_law_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
-    """y = c x^exponent fitted in log-log space."""
-    fit = linear_fit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)))
-    return {
-        "exponent": fit["slope"],
-        "log_c": fit["intercept"],
-        "r2": fit["r2"],
-        "points": fit["points"],
-    }
-
-
-def status_counts(rows: Sequence[dict]) -> dict[str, int]:
+def status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Runs per status: every status of STATUSES (zero included, so a metric never vanishes),
     then any other status found in older results (counted, not hidden)."""
     counts = dict.fromkeys(STATUSES, 0)
@@ -190,7 +117,7 @@ def status_counts(rows: Sequence[dict]) -> dict[str, int]:
     return counts
 
 
-def reason_counts(rows: Sequence[dict]) -> dict[str, dict[str, int]]:
+def reason_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     """Runs per status and reason ({status: {reason: n}}); a missing reason counts as "n/a"."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
@@ -198,9 +125,10 @@ def reason_counts(rows: Sequence[dict]) -> dict[str, dict[str, int]]:
     return {status: dict(sorted(by.items())) for status, by in sorted(counts.items())}
 
 
-def summarize_grid(rows: Sequence[dict]) -> dict[str, Any]:
-    """Counts per status and reason, per-depth flattest minima, and the two Sec. 6 fits over
-    converged runs only (DVC metrics)."""
+def summarize_grid(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts per status and reason, per-depth flattest minima, and the two Sec. 6 trends over
+    converged runs only (DVC metrics): the flattest lambda_max against depth, and the largest
+    converged step size against depth as a power law."""
     flattest = flattest_per_depth(rows)
     lr_max = largest_converged_lr(rows)
     summary: dict[str, Any] = {
@@ -211,12 +139,125 @@ def summarize_grid(rows: Sequence[dict]) -> dict[str, Any]:
         "largest_converged_lr": {str(d): v for d, v in lr_max.items()},
     }
     if len(flattest) >= 2:
-        fit = linear_fit(list(flattest), [v["lambda_max"] for v in flattest.values()])
-        summary["flattest_vs_depth_fit"] = fit
+        fit = line_fit(list(flattest), [v["lambda_max"] for v in flattest.values()])
+        summary["flattest_vs_depth_fit"] = {
+            "slope": fit["slope"],
+            "intercept": fit["intercept"],
+            "r2": fit["r2"],
+            "points": fit["n"],
+        }
     if len(lr_max) >= 2:
-        summary["lr_max_vs_depth_fit"] = power_law_fit(list(lr_max), list(lr_max.values()))
+        fit = line_fit(np.log(list(lr_max)), np.log(list(lr_max.values())))
+        summary["lr_max_vs_depth_fit"] = {
+            "exponent": fit["slope"],
+            "log_c": fit["intercept"],
+            "r2": fit["r2"],
+            "points": fit["n"],
+        }
     return summary
 
 
-def load_json(path: str | Path) -> Any:
-    return read_json(path)
+# --- training curves (Fig. 5b) ---------------------------------------------------------------
+
+CURVE_COLUMNS = ("init", "epoch", "iteration", "train_loss", "val_loss")
+
+
+def curve_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per epoch of a run's history: its train and validation loss, at the iteration
+    (optimizer step) the epoch ended on."""
+    init = result["config"]["init"]["name"]
+    steps_per_epoch = math.ceil(result["steps"] / max(result["epochs"], 1))
+    history = result["history"]
+    return [
+        {
+            "init": init,
+            "epoch": epoch,
+            "iteration": epoch * steps_per_epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+        }
+        for epoch, (train_loss, val_loss) in enumerate(
+            zip(history["train_loss"], history["val_loss"]), 1
+        )
+    ]
+
+
+def curve_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "status": result["status"],
+        "epochs": result["epochs"],
+        "final_train_loss": result["final_train_loss"],
+        "initial_train_loss": result["initial_train_loss"],
+        "lambda_max": (result.get("analysis") or {}).get("lambda_max"),
+    }
+
+
+# --- Table S1: flat (SGD) vs sharp (Adam) minima, 6 layers -----------------------------------
+
+TABLE_S1_FIELDS = ("final_train_loss", "final_val_loss", "lambda_max")
+# What Table S1 keeps of each run: its numbers and why it is (not) a minimum.
+TABLE_S1_RUN_FIELDS = (
+    "seed",
+    "status",
+    "reason",
+    "epochs",
+    "final_train_loss",
+    "final_val_loss",
+    "lambda_max",
+    "affine_baseline_loss",
+    "loss_vs_affine",
+    "dead_fraction_max",
+    "key",
+)
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean and sample std (ddof 1, as the paper's "mean ± std" over 4 seeds)."""
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()) if len(array) else None,
+        "std": float(array.std(ddof=1)) if len(array) > 1 else None,
+    }
+
+
+def table_s1(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Table S1 from converged runs only (issue 11 item 4): per method the mean ± std over the
+    runs that reached a minimum, their per-seed values, and every other run listed with its
+    status and reason (a plateau or an unstable run is not a minimum, so its lambda_max says
+    nothing about the minima the paper compares). The paper's numbers sit beside ours."""
+    table = {}
+    for method, results in runs.items():
+        entries = [{k: grid_row(r)[k] for k in TABLE_S1_RUN_FIELDS} for r in results]
+        used = [e for e in entries if e["status"] == CONVERGED]
+        row: dict[str, Any] = {
+            "seeds": len(entries),
+            "converged": len(used),
+            "converged_seeds": [e["seed"] for e in used],
+            "statuses": [e["status"] for e in entries],
+            "not_converged": [
+                {"seed": e["seed"], "status": e["status"], "reason": e["reason"]}
+                for e in entries
+                if e["status"] != CONVERGED
+            ],
+            "runs": entries,
+        }
+        for field in TABLE_S1_FIELDS:
+            pairs = [(e["seed"], e[field]) for e in used if e[field] is not None]
+            row[field] = {
+                **mean_std([v for _, v in pairs]),
+                "values": [v for _, v in pairs],
+                "seeds": [seed for seed, _ in pairs],
+            }
+            if method in TABLE_S1:
+                mean, std = TABLE_S1[method][field]
+                row[field]["paper"] = {"mean": mean, "std": std}
+        table[method] = row
+    return table
+
+
+def table_s1_means(table: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per method, the mean of each Table S1 column (the stage's DVC metrics)."""
+    return {
+        method: {k: v["mean"] for k, v in row.items() if k in TABLE_S1_FIELDS}
+        for method, row in table.items()
+    }

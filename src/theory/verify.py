@@ -760,6 +760,41 @@ def _limit_threads() -> None:
         pass
 
 
+def flat_metrics(report: dict) -> dict[str, float]:
+    """One number per claim (its worst error; inf when it is not a number), all_passed, and
+    the non-white finding's relative gaps: the report as flat metrics (DVC, MLflow)."""
+    metrics = {}
+    for name, claim in report["claims"].items():
+        value = claim["worst_error"]
+        metrics[f"{name}.worst_error"] = float(value) if not isinstance(value, str) else math.inf
+    metrics["all_passed"] = float(report["all_passed"])
+    finding = report.get("findings", {}).get("nonwhite_minimax_conjecture")
+    if finding:
+        for key in ("relative_gap_max", "relative_gap_median", "white_control_relative_gap_max"):
+            metrics[f"nonwhite_minimax.{key}"] = finding[key]
+    return metrics
+
+
+STAGE_DEFAULTS = {
+    "seeds": DEFAULT_CASES,
+    "base_seed": 0,
+    "findings_cases": 2,
+    "findings_dims": None,  # None: FINDING_DIMS
+    "figures": {"seed": 0, "fig3_dim": 4, "fig3_depth": 6, "fig3_networks": 4},
+}
+
+
+def stage_settings(section: dict | None) -> dict:
+    """The `theory` stage's settings (a profile's section of params.yaml), with defaults for
+    the keys it leaves out: cases, seeds and findings of the verification, the figures' sizes."""
+    section = dict(section or {})
+    return {
+        **STAGE_DEFAULTS,
+        **section,
+        "figures": {**STAGE_DEFAULTS["figures"], **(section.get("figures") or {})},
+    }
+
+
 def write_report(report: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

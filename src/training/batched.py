@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.models import MLP
+from src.domain.models import MLP
 
 # What may differ between the members of one batch.
 # What may differ between the members of a batch: their seed and step size, where they log and

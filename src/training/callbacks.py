@@ -9,7 +9,6 @@ fit). Each step takes the run's (model, data, record), never a Lightning module.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -20,16 +19,25 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from src import tracking
 from src.analysis.gains import gain_profile
 from src.analysis.hessian import SharpnessNotConverged, full_gradient, top_hessian_eigenvalue
 from src.analysis.spectrum import gap_ratio, hessian_spectral_density, hessian_trace
-from src.data import TensorData
-from src.models import MLP
-from src.plots import plot_gain_profile
+from src.core.files import write_json
+from src.core.plots import plot_gain_profile
+from src.core.status import CONVERGED, STATUSES
+from src.domain.data import TensorData
+from src.domain.models import MLP
+from src.runtime import tracking
+from src.training.checkpoint import (
+    CHECKPOINT_FILE,
+    DENSITY_FILE,
+    EIGENVECTOR_FILE,
+    save_checkpoint,
+    save_eigenvector,
+)
 from src.training.module import final_metrics
 from src.training.record import RunRecord
-from src.training.status import STATUSES, affine_margin, decide_status
+from src.training.status import affine_margin, decide_status
 from src.training.steps import matmul_precision
 
 log = logging.getLogger(__name__)
@@ -64,18 +72,14 @@ class RunRecorder:
 
     def record(self, logger, model: MLP, record: RunRecord) -> None:
         tracking.log_metrics(logger, record.final, step=record.steps)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_path = self.output_dir / "model.pt"
-        torch.save(
-            {
-                "state_dict": model.state_dict(),
-                "config": dict(self.config),
-                "status": record.status,
-                "reason": record.reason,
-                "metrics": record.final,
-                "history": record.history,
-            },
-            self.checkpoint_path,
+        self.checkpoint_path = save_checkpoint(
+            self.output_dir / CHECKPOINT_FILE,
+            model,
+            config=dict(self.config),
+            status=record.status,
+            reason=record.reason,
+            metrics=record.final,
+            history=record.history,
         )
         tags = {
             "status": record.status,
@@ -90,7 +94,7 @@ class RunRecorder:
         tracking.log_params(logger, {"status": record.status, "stop_reason": record.reason})
         tracking.log_metrics(
             logger,
-            {"converged": float(record.status == "converged"),
+            {"converged": float(record.status == CONVERGED),
              "status_code": float(STATUSES.index(record.status))},
             step=record.steps,
         )  # fmt: skip
@@ -277,10 +281,8 @@ class AnalysisCallback(pl.Callback):
             "hessian_status": "converged",
         }
         if self.save_eigenvector:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            path = self.output_dir / "hessian_eigenvector.pt"
-            torch.save(
-                {"eigenvector": result.eigenvector.cpu(), "eigenvalue": result.eigenvalue}, path
+            path = save_eigenvector(
+                self.output_dir / EIGENVECTOR_FILE, result.eigenvector, result.eigenvalue
             )
             out["eigenvector_path"] = str(path.resolve())
             tracking.set_tags(logger, {"eigenvector_path": out["eigenvector_path"]})
@@ -337,9 +339,8 @@ class AnalysisCallback(pl.Callback):
             result.seconds,
         )
         summary = result.to_dict()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "hessian_density.json"
-        path.write_text(json.dumps(result.to_dict(arrays=True)))
+        path = self.output_dir / DENSITY_FILE
+        write_json(path, result.to_dict(arrays=True))
         tracking.log_artifact(logger, path, "analysis")
         tracking.log_metrics(
             logger,
@@ -371,9 +372,8 @@ class AnalysisCallback(pl.Callback):
             self.gain_steps,
             time.perf_counter() - started,
         )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         json_path = self.output_dir / "gains.json"
-        json_path.write_text(json.dumps(gains, indent=1))
+        write_json(json_path, gains)
         png_path = plot_gain_profile(gains, self.output_dir / "gains.png")
         for path in (json_path, png_path):
             tracking.log_artifact(logger, path, "analysis")

@@ -22,10 +22,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from src import tracking
 from src.analysis.hessian import full_loss
-from src.data import TensorData, reference_losses, resample_noise
-from src.models import MLP
+from src.domain.data import TensorData, reference_losses, resample_noise
+from src.domain.models import MLP
+from src.runtime import tracking
 from src.training.batched import BatchedMLP
 from src.training.optim import SAM, make_batched_optimizer, make_optimizer
 from src.training.record import RunRecord

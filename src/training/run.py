@@ -22,17 +22,17 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from src import tracking
-from src.config import (
+from src.core.signals import Terminated
+from src.domain.config import (
     ConfigValueError,
     RunConfig,
     check_model_fits_data,
     flatten,
     validate,
 )
-from src.data import TensorData, load_dataset
-from src.models import MLP, initialize
-from src.signals import Terminated
+from src.domain.data import TensorData, load_dataset
+from src.domain.models import MLP, initialize
+from src.runtime import tracking
 from src.training.batched import batch_key, batchable
 from src.training.callbacks import AnalysisCallback, RunFinisher, RunRecorder, finish_run
 from src.training.module import RegressionModule, log_history

@@ -11,7 +11,7 @@ machine-readable reason. Nothing else sets a run's status.
 A run is `converged` (it reached a minimum) only when all three hold:
   (a) stationary: the loss stopped decreasing and the gradient is small (`StoppingRule`);
   (b) below the affine denoiser: a net that cannot beat the best affine map of its own training
-      set (closed-form least squares, src.data.affine_baseline_loss) sits on a plateau between
+      set (closed-form least squares, src.domain.data.affine_baseline_loss) sits on a plateau between
       the trivial and the linear solution, not at a minimum worth comparing with the paper's;
   (c) linearly stable: lr x lambda_max <= 2 (1 + beta) within the eigensolver's tolerance
       (App. I, eq. S4), for SGD with the analysis on.
@@ -24,27 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("converged", "plateau", "budget_exhausted", "unstable", "diverged", "unverified")
-
-# Machine-readable reasons that come with each status.
-REASONS = {
-    "converged": (
-        "stationary_below_affine",  # (a), (b) and (c) above
-        "stationary",  # (a) and (c), on data without an affine reference
-    ),
-    "plateau": ("stationary_above_affine",),  # stopped decreasing above the affine denoiser
-    "budget_exhausted": (
-        "still_improving",  # the epoch limit came while the loss was still decreasing
-        "gradient_not_small",  # the loss stalled, but the full-batch gradient did not shrink
-    ),
-    "unstable": ("lr_lambda_above_limit",),  # lr x lambda_max above the stability limit
-    "diverged": ("non_finite_loss", "loss_above_divergence_factor", "non_finite_initial_loss"),
-    "unverified": ("hessian_solve_failed",),  # stationary, but lambda_max could not be measured
-}
-
-# A run that fails for one of these reasons bounds the stable step sizes from above (the
-# bisection of the stability boundary, src.experiments.boundary); budget or plateau does not.
-STABILITY_FAILURES = ("diverged", "unstable")
+from src.core.status import BUDGET_EXHAUSTED, CONVERGED, DIVERGED, PLATEAU, UNSTABLE, UNVERIFIED
 
 
 @dataclass
@@ -219,16 +199,16 @@ def decide_status(
     train_loss: the full training loss at the final weights, compared with the affine one.
     """
     if stopping.outcome == "diverged":
-        return "diverged", stopping.reason
+        return DIVERGED, stopping.reason
     lam = None if analysis is None else analysis.get("lambda_max")
     if limit is not None and lam is not None and lr * lam > limit * (1.0 + solver_tol):
         # An oscillation around (or a drift along) a point SGD cannot stay at (App. I, eq. S4).
-        return "unstable", "lr_lambda_above_limit"
+        return UNSTABLE, "lr_lambda_above_limit"
     if stopping.outcome != "stationary":
-        return "budget_exhausted", stopping.reason
+        return BUDGET_EXHAUSTED, stopping.reason
     if above_affine(train_loss, stopping.affine_loss, affine_margin):
-        return "plateau", "stationary_above_affine"
+        return PLATEAU, "stationary_above_affine"
     if analysis is not None and (analysis.get("hessian_status") != "converged" or lam is None):
-        return "unverified", "hessian_solve_failed"
+        return UNVERIFIED, "hessian_solve_failed"
     reason = "stationary" if stopping.affine_loss is None else "stationary_below_affine"
-    return "converged", reason
+    return CONVERGED, reason

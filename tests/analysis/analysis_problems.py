@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from src.analysis import SharpnessResult, top_hessian_eigenvalue
-from src.models import MLP, initialize
+from src.domain.models import MLP, initialize
 
 NOISE_STD = 1.25  # Sec. 6: white Gaussian noise of std 1.25 on [0, 1] images
 

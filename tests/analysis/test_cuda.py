@@ -15,7 +15,7 @@ from src.analysis import (
     loss_along_direction,
     top_hessian_eigenvalue,
 )
-from src.models import MLP, initialize
+from src.domain.models import MLP, initialize
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

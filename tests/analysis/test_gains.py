@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.analysis import flat_parameters, gain_profile, linear_gain_profile
-from src.models import MLP, initialize
+from src.domain.models import MLP, initialize
 
 
 def _linear_net(width: int, depth: int, seed: int) -> MLP:

@@ -16,7 +16,7 @@ from src.analysis import (
 )
 from src.analysis import landscape as landscape_module
 from src.analysis.landscape import HVP_MEMORY_FACTOR, activations_per_sample, auto_chunk_size
-from src.models import MLP
+from src.domain.models import MLP
 
 
 @pytest.mark.parametrize("activation,depth,width", [("relu", 3, 16), ("linear", 4, 32)])
@@ -178,7 +178,7 @@ def test_landscape_auto_chunks_and_chunked_hvp_equals_unchunked(monkeypatch):
 
 
 def test_config_accepts_new_methods_and_auto_chunk_size(compose_cfg):
-    from src.config import ConfigValueError, validate
+    from src.domain.config import ConfigValueError, validate
 
     sharpness = validate(compose_cfg("analysis=default"))["analysis"]["sharpness"]
     assert sharpness["method"] == "auto" and sharpness["chunk_size"] == "auto"

@@ -17,7 +17,7 @@ from src.analysis import (
     flat_parameters,
     top_hessian_eigenvalue,
 )
-from src.models import MLP
+from src.domain.models import MLP
 
 SMALL_NETS = [
     ("relu", 2, 8),

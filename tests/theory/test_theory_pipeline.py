@@ -14,13 +14,16 @@ pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
 REPO = Path(__file__).resolve().parents[2]
 
 QUICK_PARAMS = {
+    "profile": "quick",
     "theory": {
-        "seeds": 1,
-        "base_seed": 3,
-        "findings_cases": 1,
-        "findings_dims": [[2, 2, 2]],
-        "figures": {"seed": 0, "fig3_dim": 3, "fig3_depth": 3, "fig3_networks": 1},
-    }
+        "quick": {
+            "seeds": 1,
+            "base_seed": 3,
+            "findings_cases": 1,
+            "findings_dims": [[2, 2, 2]],
+            "figures": {"seed": 0, "fig3_dim": 3, "fig3_depth": 3, "fig3_networks": 1},
+        }
+    },
 }
 
 
@@ -67,23 +70,19 @@ def test_stage_writes_outputs_and_logs_one_mlflow_run(tmp_path):
 
 
 def test_settings_defaults_and_overrides(tmp_path):
-    sys.path.insert(0, str(REPO))
-    from pipelines.theory import load_settings
+    from src.runtime.params import ParamsError, load_params, profile_settings
+    from src.theory.verify import stage_settings
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"theory": {"seeds": 5, "figures": {"fig3_depth": 3}}}))
-    settings = load_settings(params)
-    assert settings["seeds"] == 5 and settings["figures"]["fig3_depth"] == 3
-    assert settings["figures"]["fig3_dim"] == 4 and settings["findings_cases"] == 2
-    # A profile-keyed section (params.yaml's `profile:` convention) picks that profile.
     params.write_text(
         yaml.safe_dump(
-            {
-                "profile": "cpu",
-                "mlflow": {"tracking_uri": "sqlite:///x.db"},
-                "theory": {"cpu": {"seeds": 3}, "full": {"seeds": 60}},
-            }
+            {"profile": "cpu", "theory": {"cpu": {"seeds": 5, "figures": {"fig3_depth": 3}}}}
         )
     )
-    settings = load_settings(params)
-    assert settings["seeds"] == 3 and settings["tracking_uri"] == "sqlite:///x.db"
+    settings = stage_settings(profile_settings(load_params(params), "theory"))
+    assert settings["seeds"] == 5 and settings["figures"]["fig3_depth"] == 3
+    assert settings["figures"]["fig3_dim"] == 4 and settings["findings_cases"] == 2
+    # the active profile's section only, and one line naming the key when it is missing
+    params.write_text(yaml.safe_dump({"profile": "paper", "theory": {"cpu": {"seeds": 3}}}))
+    with pytest.raises(ParamsError, match="theory.paper"):
+        profile_settings(load_params(params), "theory")

@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from src.core.errors import UserError
 
-class ConfigValueError(ValueError):
+
+class ConfigValueError(UserError, ValueError):
     """A config value is invalid. str(err) is one line: '<key>: <reason> (got <value>)'."""
 
     def __init__(self, key: str, reason: str, value: Any = ...):

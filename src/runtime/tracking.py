@@ -6,7 +6,7 @@ creates and migrates a sqlite store under an inter-process lock (jobs started to
 store would otherwise race MLflow's schema migration and can leave it half-migrated), creates
 the experiment, and closes runs left RUNNING by processes of this host that no longer exist.
 
-    python -m src.tracking close-stale [--uri URI]     # that last step, on demand
+    python -m src.runtime.tracking close-stale [--uri URI]     # that last step, on demand
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -23,9 +24,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from src.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOCK_TIMEOUT_S = 120.0  # how long to wait for another process preparing the same store
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The tracking server cannot be used (one-line message naming the URI)."""
 
 
@@ -296,7 +299,7 @@ def log_dataset_input(logger, name: str, description: dict[str, Any], context: s
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    source = CodeDatasetSource(tags={"loader": "src.data.load_dataset", **description})
+    source = CodeDatasetSource(tags={"loader": "src.domain.data.load_dataset", **description})
     # MLflow's own digest and source of a metadata-only dataset, with our profile added
     # (MetaDataset has no profile of its own).
     meta = MetaDataset(source, name=name).to_dict()
@@ -312,6 +315,44 @@ def log_dataset_input(logger, name: str, description: dict[str, Any], context: s
         ml.run_id,
         datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])],
     )
+
+
+# --- one run for a whole stage's outcome ----------------------------------------------------
+
+
+def log_summary_run(
+    configured_uri: str | None,
+    experiment_name: str,
+    run_name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, Any] | None = None,
+    artifacts: Sequence[tuple[str | Path, str | None]] = (),
+    dicts: dict[str, Any] | None = None,
+) -> str:
+    """One MLflow run that records what a pipeline stage concluded (the theory checks, the
+    report): params, metrics (a non-finite value as 1e300: MLflow rejects it, and a failed
+    computation must stay visible), tags, files [(path, artifact folder)] and JSON documents
+    {artifact file: payload}. The store is $MLFLOW_TRACKING_URI, else `configured_uri`;
+    returns the run's id."""
+    import mlflow
+
+    uri = prepare_store(environment_first_uri(configured_uri), experiment_name)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_name)
+    with mlflow.start_run(run_name=run_name, tags=process_tags()) as run:
+        if tags:
+            mlflow.set_tags(tags)
+        if params:
+            mlflow.log_params(params)
+        if metrics:
+            mlflow.log_metrics({k: v if math.isfinite(v) else 1e300 for k, v in metrics.items()})
+        for path, folder in artifacts:
+            mlflow.log_artifact(str(path), artifact_path=folder)
+        for name, payload in (dicts or {}).items():
+            mlflow.log_dict(payload, name)
+        return run.info.run_id
 
 
 # --- a parent run per Hydra multirun ---------------------------------------------------------

@@ -13,8 +13,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.console import format_job_table, take_summary
-from src.tracking import (
+from src.runtime.console import format_job_table, take_summary
+from src.runtime.tracking import (
     PARENT_RUN_FILE,
     end_parent_run,
     prepare_store,
@@ -87,7 +87,7 @@ JOBS_FILE = "multirun_jobs.jsonl"  # in the sweep directory: one JSON line per f
 
 
 class JobTable(Callback):
-    """A multirun ends with a table of its jobs (src.console.format_job_table).
+    """A multirun ends with a table of its jobs (src.runtime.console.format_job_table).
 
     Each job appends its row (the summary `src.train.main` kept, its overrides and number) to
     `<sweep dir>/multirun_jobs.jsonl` when it ends, in its own process: the sweep directory is

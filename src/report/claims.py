@@ -1,6 +1,5 @@
-"""The reproduction report: each qualitative claim of Sec. 6 checked against our saved data.
-
-`check_claims` turns saved results into verdicts; `render_report` writes them as Markdown.
+"""Each qualitative claim of Sec. 6, and beyond the paper each further method's, judged from
+our saved results (`check_claims`, `check_beyond_claims`).
 
 Every verdict states its test (issue 11): the statistic, the threshold and where it comes from
 (the paper's figure, table or theorem, or "fixed in advance" with the reason), the uncertainty
@@ -18,9 +17,7 @@ changing one after seeing the outcome defeats the report's purpose.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,10 +25,22 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from src.paper.tables import CONVERGED, flattest_per_depth, reason_counts
+from src.core.status import CONVERGED
+from src.paper.reference import PAIRS_COMPARED, adam_sgd_ratio_interval
+from src.paper.statistics import (
+    ALPHA,
+    CI_LEVEL,
+    contains,
+    line_fit,
+    mwu_greater,
+    ratio_of_means_ci,
+    signed_rank_p,
+    smallest_exact_mwu_p,
+    spearman_one_sided,
+)
+from src.paper.tables import flattest_per_depth, minima, reason_counts
+from src.report.inputs import ReportInputs
 
-ALPHA = 0.05  # one-sided significance level of every test below (fixed in advance)
-CI_LEVEL = 0.95  # two-sided level of every interval
 MIN_RUNS_PER_METHOD = 3  # issue 11 item 4: fewer converged runs per method -> undecided
 MIN_DEPTHS = 3  # a slope over depths needs n - 2 >= 1 degrees of freedom
 # Claim 1: below 4 distinct step sizes, no exact rank test can reach p < 0.05 (3! = 6
@@ -40,14 +49,6 @@ MIN_STEP_SIZES = 4
 # Claim 4: the exact one-sided signed-rank test on n matched cells reaches at best 1/2^n;
 # n = 5 is the first with 1/32 < 0.05.
 MIN_MATCHED_CELLS = 5
-EXACT_PERMUTATIONS_UP_TO = 8  # exact Spearman permutation p for n <= 8 (8! = 40,320 orderings)
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0
-
-# Table S1 of the paper (6 layers, full MNIST, 4 seeds per method): lambda_max mean and std.
-PAPER_LAMBDA_MAX = {"sgd": (1.76, 9.43e-3), "adam": (12.9, 2.2)}
-PAPER_SEEDS = 4
-PAPER_PAIRS = 16  # Fig. 7 / Sec. 6: "all 16 pairs showed the same behavior"
 
 HOLDS, FAILS, UNDECIDED = True, False, None
 
@@ -89,115 +90,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# --- statistics ------------------------------------------------------------------------------
-
-
-def smallest_exact_mwu_p(n1: int, n2: int) -> float:
-    """The smallest one-sided p an exact Mann-Whitney test can give with n1 vs n2 runs:
-    complete separation, 1 / C(n1 + n2, n1) (3 vs 3: 0.05, 4 vs 4: 1/70 = 0.014)."""
-    return 1.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
-
-
-def mwu_greater(x: Sequence[float], y: Sequence[float]) -> float:
-    """One-sided Mann-Whitney p for "x tends to exceed y": exact by permutation (all
-    C(n1 + n2, n1) splits up to BOOTSTRAP_RESAMPLES of them), ties included."""
-    if min(len(x), len(y)) < 2:
-        return math.nan  # no test with a single run (reported as nan, decides nothing)
-    method = stats.PermutationMethod(
-        n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(BOOTSTRAP_SEED)
-    )
-    return float(stats.mannwhitneyu(x, y, alternative="greater", method=method).pvalue)
-
-
-def ratio_of_means_ci(
-    numerator: Sequence[float], denominator: Sequence[float]
-) -> tuple[float, float]:
-    """Percentile bootstrap interval (CI_LEVEL) of mean(numerator) / mean(denominator), the two
-    samples resampled independently. Percentile, not BCa: BCa's jackknife is unstable at n = 3-4.
-    """
-
-    def ratio(a, b, axis=-1):
-        return np.mean(a, axis=axis) / np.mean(b, axis=axis)
-
-    result = stats.bootstrap(
-        (np.asarray(numerator, float), np.asarray(denominator, float)),
-        ratio,
-        n_resamples=BOOTSTRAP_RESAMPLES,
-        confidence_level=CI_LEVEL,
-        method="percentile",
-        rng=np.random.default_rng(BOOTSTRAP_SEED),
-        vectorized=True,
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def slope_t_interval(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
-    """Least-squares slope with its CI_LEVEL t-interval (n - 2 degrees of freedom)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    fit = stats.linregress(x, y)
-    half = float(stats.t.ppf(0.5 + CI_LEVEL / 2, len(x) - 2)) * float(fit.stderr)
-    r2 = float(fit.rvalue**2) if np.ptp(y) > 0 else 1.0
-    return {
-        "slope": float(fit.slope),
-        "intercept": float(fit.intercept),
-        "ci": [float(fit.slope) - half, float(fit.slope) + half],
-        "r2": r2,
-        "n": len(x),
-    }
-
-
-def spearman_one_sided(x: Sequence[float], y: Sequence[float], alternative: str) -> float:
-    """One-sided p of Spearman's rho: exact for n <= 8 (all n! orderings of y against x,
-    vectorized), else scipy's t approximation (adequate for n > 8)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) > EXACT_PERMUTATIONS_UP_TO:
-        return float(stats.spearmanr(x, y, alternative=alternative).pvalue)
-    rank_x = stats.rankdata(x) - (len(x) + 1) / 2
-    rank_y = stats.rankdata(y) - (len(y) + 1) / 2
-    orderings = np.array(list(itertools.permutations(range(len(y)))))
-    scale = np.linalg.norm(rank_x) * np.linalg.norm(rank_y)
-    if scale == 0:
-        return 1.0
-    rhos = rank_y[orderings] @ rank_x / scale
-    observed = float(rank_y @ rank_x / scale)
-    slack = 1e-12  # rounding: an ordering with the observed rho counts as at least as extreme
-    if alternative == "less":
-        return float(np.mean(rhos <= observed + slack))
-    return float(np.mean(rhos >= observed - slack))
-
-
-def contains(interval: Sequence[float], value: float, rtol: float = 1e-9) -> bool:
-    """value in [lo, hi], up to rounding (an exact fit has a zero-width interval)."""
-    lo, hi = interval
-    slack = rtol * max(1.0, abs(value))
-    return lo - slack <= value <= hi + slack
-
-
-def signed_rank_p(differences: Sequence[float], alternative: str) -> float:
-    """One-sided Wilcoxon signed-rank p (zero differences dropped, as Wilcoxon's test does;
-    1 when every difference is zero: no evidence either way)."""
-    nonzero = [d for d in differences if d != 0]
-    if not nonzero:
-        return 1.0
-    return float(stats.wilcoxon(nonzero, alternative=alternative).pvalue)
-
-
-def paper_ratio_interval() -> tuple[float, float, float]:
-    """The paper's Adam/SGD lambda_max ratio with the range its own data allow: Table S1 gives
-    12.9 ± 2.2 (Adam) and 1.76 ± 0.00943 (SGD) over 4 seeds; the 95% t-intervals of the two
-    means (3 degrees of freedom) give the ratio 7.33 within [5.30, 9.40]."""
-    t = float(stats.t.ppf(0.5 + CI_LEVEL / 2, PAPER_SEEDS - 1))
-    (m_f, s_f), (m_s, s_s) = PAPER_LAMBDA_MAX["sgd"], PAPER_LAMBDA_MAX["adam"]
-    half_f, half_s = t * s_f / math.sqrt(PAPER_SEEDS), t * s_s / math.sqrt(PAPER_SEEDS)
-    return m_s / m_f, (m_s - half_s) / (m_f + half_f), (m_s + half_s) / (m_f - half_f)
-
-
-def _converged(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Minima only: converged runs with a measured lambda_max."""
-    return [r for r in rows if r["status"] == CONVERGED and r.get("lambda_max") is not None]
-
-
-def _statuses_text(rows: Iterable[Mapping[str, Any]]) -> str:
+def statuses_text(rows: Iterable[Mapping[str, Any]]) -> str:
     """'3 converged, 2 plateau (stationary_above_affine), ...': every run accounted for."""
     parts = []
     for status, by_reason in reason_counts(list(rows)).items():
@@ -206,8 +99,26 @@ def _statuses_text(rows: Iterable[Mapping[str, Any]]) -> str:
     return ", ".join(parts) or "no runs"
 
 
-def _fmt_ci(ci: Sequence[float] | None) -> str:
-    return "n/a" if ci is None else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+def slope_interval(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+    """The slope of `line_fit` with its t-interval, as a claim's uncertainty reports it."""
+    fit = line_fit(x, y)
+    return {k: fit[k] for k in ("slope", "intercept", "ci", "r2", "n")}
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.3g}"
+    return str(value)
+
+
+def fmt_values(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
+
+
+def fmt_ci(ci: Sequence[float] | None) -> str:
+    return "n/a" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
 # --- claims 1-4: the step-size grids (Figs 4-5) ----------------------------------------------
@@ -240,7 +151,7 @@ def claim_larger_steps_flatter(rows: Sequence[dict]) -> Claim:
     per_depth: dict[int, dict[str, Any]] = {}
     too_few: dict[int, int] = {}
     for depth in sorted({r["depth"] for r in rows}):
-        points = sorted((r["lr"], r["lambda_max"]) for r in _converged(rows) if r["depth"] == depth)
+        points = sorted((r["lr"], r["lambda_max"]) for r in minima(rows) if r["depth"] == depth)
         if len({lr for lr, _ in points}) < MIN_STEP_SIZES:
             too_few[depth] = len({lr for lr, _ in points})
             continue
@@ -308,7 +219,7 @@ def boundary_fit(boundary: Mapping[str, Any] | None) -> dict[str, Any]:
     return {}
 
 
-def _fit_interval(fit: Mapping[str, Any]) -> tuple[list[float] | None, str]:
+def fit_interval(fit: Mapping[str, Any]) -> tuple[list[float] | None, str]:
     """The widest interval the bisection stage gives for the exponent: the one that includes
     the brackets' width first, then the plain t-interval."""
     for key in ("ci95_with_bracket", "ci95", "ci"):
@@ -351,7 +262,7 @@ def claim_lr_max_one_over_m(boundary: Mapping[str, Any] | None) -> Claim:
         "states": states,
     }
     claim.evidence = ", ".join(
-        f"m={d}: lr_max {_fmt(e.get('lr_max'))} in {_fmt_ci(e.get('bracket'))} ({e.get('state')})"
+        f"m={d}: lr_max {fmt(e.get('lr_max'))} in {fmt_ci(e.get('bracket'))} ({e.get('state')})"
         for d, e in depths.items()
     )
     open_depths = {d: s for d, s in states.items() if s != "bracketed"}
@@ -362,14 +273,14 @@ def claim_lr_max_one_over_m(boundary: Mapping[str, Any] | None) -> Claim:
         claim.reason = f"bracketed at {len(depths)} depths only (need {MIN_DEPTHS})"
         return claim
     fit = boundary_fit(boundary)
-    ci, source = _fit_interval(fit)
+    ci, source = fit_interval(fit)
     exponent = fit.get("exponent")
     if ci is None:
         lr_max = [float(depths[d]["lr_max"]) for d in depths]
-        own = slope_t_interval(np.log(list(depths)), np.log(lr_max))
+        own = slope_interval(np.log(list(depths)), np.log(lr_max))
         exponent, ci, source = own["slope"], own["ci"], "t-interval on log lr_max (lo ends)"
     claim.uncertainty.update({"exponent": exponent, "ci": ci, "interval_source": source})
-    claim.evidence += f"; exponent {_fmt(exponent)}, 95% interval {_fmt_ci(ci)} ({source})"
+    claim.evidence += f"; exponent {fmt(exponent)}, 95% interval {fmt_ci(ci)} ({source})"
     if not contains(ci, -1.0):
         claim.holds = FAILS
     elif not contains(ci, 0.0):
@@ -421,12 +332,12 @@ def claim_flattest_linear_in_m(
         claim.reason = f"flattest minimum known at {len(best)} depths only (need {MIN_DEPTHS})"
         claim.evidence = claim.reason
         return claim
-    linear = slope_t_interval(depths, lams)
-    power = slope_t_interval(np.log(depths), np.log(lams))
+    linear = slope_interval(depths, lams)
+    power = slope_interval(np.log(depths), np.log(lams))
     claim.uncertainty.update({"slope": linear, "exponent": power})
     claim.evidence = (
-        f"slope {linear['slope']:.3g} per layer, 95% CI {_fmt_ci(linear['ci'])}; exponent "
-        f"{power['slope']:.2f}, 95% CI {_fmt_ci(power['ci'])}; "
+        f"slope {linear['slope']:.3g} per layer, 95% CI {fmt_ci(linear['ci'])}; exponent "
+        f"{power['slope']:.2f}, 95% CI {fmt_ci(power['ci'])}; "
         + ", ".join(f"m={d}: {v['lambda_max']:.3g} (lr {v['lr']:g})" for d, v in best.items())
     )
     if stability:
@@ -471,8 +382,8 @@ def claim_he_sharper(identity: Sequence[dict], he: Sequence[dict]) -> Claim:
             "exact test can reach p < 0.05"
         ),
     )
-    id_minima = {_cell(r): r["lambda_max"] for r in _converged(identity)}
-    he_minima = {_cell(r): r["lambda_max"] for r in _converged(he)}
+    id_minima = {_cell(r): r["lambda_max"] for r in minima(identity)}
+    he_minima = {_cell(r): r["lambda_max"] for r in minima(he)}
     common = sorted(set(id_minima) & set(he_minima))
     log_ratios = [math.log(he_minima[c] / id_minima[c]) for c in common]
     counts = {
@@ -481,14 +392,14 @@ def claim_he_sharper(identity: Sequence[dict], he: Sequence[dict]) -> Claim:
     }
     claim.numbers = {
         "counts": counts,
-        "statuses_identity": _statuses_text(identity),
-        "statuses_he": _statuses_text(he),
+        "statuses_identity": statuses_text(identity),
+        "statuses_he": statuses_text(he),
     }
     claim.uncertainty = {
         "cells": [{"depth": c[0], "lr": c[1], "log_ratio": v} for c, v in zip(common, log_ratios)]
     }
     runs_text = (
-        f"identity: {_statuses_text(identity)}; He: {_statuses_text(he)}"
+        f"identity: {statuses_text(identity)}; He: {statuses_text(he)}"
         if identity or he
         else "no runs"
     )
@@ -532,7 +443,7 @@ def _method_minima(table: Mapping[str, Any], method: str) -> tuple[list[float], 
     others = row.get("not_converged")
     if others is None:  # an older table without the field: count what it has
         others = [{"status": s, "reason": None} for s in row.get("statuses", []) if s != CONVERGED]
-    text = _statuses_text(others) if others else "none"
+    text = statuses_text(others) if others else "none"
     return values, text
 
 
@@ -554,7 +465,7 @@ def _too_few(table: Mapping[str, Any], flat: str, sharp: str) -> str | None:
 
 def claim_adam_sharper(table: Mapping[str, Any], flat: str = "sgd", sharp: str = "adam") -> Claim:
     """Table S1: Adam's minima sharper than SGD's by a factor like the paper's."""
-    ratio, paper_lo, paper_hi = paper_ratio_interval()
+    ratio, paper_lo, paper_hi = adam_sgd_ratio_interval(CI_LEVEL)
     claim = Claim(
         "adam_sharper",
         "Adam's minima are several times sharper than SGD's (paper: roughly 6x; Table S1).",
@@ -598,8 +509,8 @@ def claim_adam_sharper(table: Mapping[str, Any], flat: str = "sgd", sharp: str =
         }
     )
     claim.evidence = (
-        f"lambda_max {sharp} {_values(lam_s)}, {flat} {_values(lam_f)}; ratio {observed:.2f}, "
-        f"95% CI {_fmt_ci(ci)} (paper {ratio:.2f} in [{paper_lo:.2f}, {paper_hi:.2f}]); "
+        f"lambda_max {sharp} {fmt_values(lam_s)}, {flat} {fmt_values(lam_f)}; ratio {observed:.2f}, "
+        f"95% CI {fmt_ci(ci)} (paper {ratio:.2f} in [{paper_lo:.2f}, {paper_hi:.2f}]); "
         f"Mann-Whitney p {p_sharper:.3g}; not converged: {flat} {others_f}, {sharp} {others_s}"
     )
     if p_flatter < ALPHA or ci[1] < paper_lo:
@@ -614,10 +525,6 @@ def claim_adam_sharper(table: Mapping[str, Any], flat: str = "sgd", sharp: str =
     else:
         claim.reason = "the per-seed values overlap (rank test not significant)"
     return claim
-
-
-def _values(values: Sequence[float]) -> str:
-    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
 
 
 def peak_intermediate_gain(profile: Mapping[str, Any], key: str = "max_gain") -> float:
@@ -730,7 +637,7 @@ def claim_flat_gains_balanced(
     floor = smallest_exact_mwu_p(len(flat_peaks), len(sharp_peaks))
     claim.uncertainty.update({**test, "smallest_possible_p": floor})
     claim.evidence = (
-        f"peak intermediate gain {flat} {_values(flat_peaks)}, {sharp} {_values(sharp_peaks)}; "
+        f"peak intermediate gain {flat} {fmt_values(flat_peaks)}, {sharp} {fmt_values(sharp_peaks)}; "
         f"Mann-Whitney p(SGD lower) {test['p_flat_lower']:.3g}"
     )
     if radius:
@@ -775,7 +682,7 @@ def claim_interpolation_misleads(
             "holds: k = N (all pairs, as in the paper); does not hold: k <= N/2; undecided "
             f"between, or with fewer than {MIN_RUNS_PER_METHOD} converged runs per method"
         ),
-        threshold_source=f"Sec. 6 / Fig. 7: all {PAPER_PAIRS} of {PAPER_PAIRS} pairs",
+        threshold_source=f"Sec. 6 / Fig. 7: all {PAIRS_COMPARED} of {PAIRS_COMPARED} pairs",
     )
     table = table or {}
     seeds = {m: (table.get(m) or {}).get("converged_seeds") for m in (flat, sharp)}
@@ -800,8 +707,8 @@ def claim_interpolation_misleads(
     claim.numbers.update({"pairs": n, "flat_looks_sharper": k})
     claim.uncertainty = {"fraction_ci": [float(ci.low), float(ci.high)], "k": k, "n": n}
     claim.evidence = (
-        f"{k} of {n} pairs (paper: {PAPER_PAIRS} of {PAPER_PAIRS}); fraction 95% CI "
-        f"{_fmt_ci([ci.low, ci.high])}; {len(skipped)} pairs skipped (a run not a minimum)"
+        f"{k} of {n} pairs (paper: {PAIRS_COMPARED} of {PAIRS_COMPARED}); fraction 95% CI "
+        f"{fmt_ci([ci.low, ci.high])}; {len(skipped)} pairs skipped (a run not a minimum)"
     )
     if k == n:
         claim.holds = HOLDS
@@ -886,11 +793,11 @@ def claim_method_flat(
         ratio = float(np.mean(lam_m) / np.mean(lam_f))
         claim.numbers[f"ratio_to_{flat}"] = ratio
         claim.uncertainty[f"ratio_to_{flat}_ci"] = list(ci)
-        vs_flat = f"; mean lambda_max {method} / {flat} {ratio:.2f}, 95% CI {_fmt_ci(ci)}"
+        vs_flat = f"; mean lambda_max {method} / {flat} {ratio:.2f}, 95% CI {fmt_ci(ci)}"
     claim.evidence = (
-        f"lambda_max {method} {_values(lam_m)}, {sharp} {_values(lam_s)} (p {p_lam:.3g}); "
-        f"peak intermediate gain {method} {_values(peaks[method])}, {sharp} "
-        f"{_values(peaks[sharp])} (p {p_gain:.3g}){vs_flat}; not converged: {method} "
+        f"lambda_max {method} {fmt_values(lam_m)}, {sharp} {fmt_values(lam_s)} (p {p_lam:.3g}); "
+        f"peak intermediate gain {method} {fmt_values(peaks[method])}, {sharp} "
+        f"{fmt_values(peaks[sharp])} (p {p_gain:.3g}){vs_flat}; not converged: {method} "
         f"{others_m}, {sharp} {others_s}"
     )
     if p_lam_rev < ALPHA or p_gain_rev < ALPHA:
@@ -928,385 +835,30 @@ def claim_method_interpolation(
     return claim
 
 
-def check_beyond_claims(
-    table_s1: Mapping[str, Any],
-    gains: Mapping[str, Sequence[dict]],
-    other_pairs: Sequence[dict],
-    others_summary: Mapping[str, Any] | None = None,
-) -> list[Claim]:
+def check_claims(inputs: ReportInputs) -> list[Claim]:
+    """Every claim of Sec. 6, in the paper's order. Table S1's methods are read in params.yaml
+    order (the flat one first)."""
+    flat, sharp = inputs.methods[:2]
+    table = inputs.table_s1
+    return [
+        claim_larger_steps_flatter(inputs.identity),
+        claim_lr_max_one_over_m(inputs.boundary),
+        claim_flattest_linear_in_m(inputs.identity, inputs.boundary),
+        claim_he_sharper(inputs.identity, inputs.he),
+        claim_adam_sharper(table, flat, sharp),
+        claim_flat_gains_balanced(inputs.gains, flat, sharp, table, inputs.gains_by_radius),
+        claim_interpolation_misleads(inputs.pairs, table, inputs.skipped_pairs, flat, sharp),
+    ]
+
+
+def check_beyond_claims(inputs: ReportInputs) -> list[Claim]:
     """For each method beyond the paper's two (Table S1's third and later rows, e.g. SAM): is
     its minimum flat in the paper's sense, and does the interpolation picture mislead for it?"""
-    methods = [m for m in table_s1 if isinstance(table_s1[m], Mapping)]
-    if len(methods) < 3:
-        return []
-    flat, sharp, *others = methods
+    flat, sharp, *others = inputs.methods
     claims = []
     for method in others:
-        pairs = [p for p in other_pairs if p.get("method") == method]
-        skipped = ((others_summary or {}).get(method) or {}).get("pairs_skipped", [])
-        claims.append(claim_method_flat(table_s1, gains, method, flat, sharp))
-        claims.append(claim_method_interpolation(pairs, table_s1, skipped, method, sharp))
+        pairs = [p for p in inputs.other_pairs if p.get("method") == method]
+        skipped = inputs.others_skipped(method)
+        claims.append(claim_method_flat(inputs.table_s1, inputs.gains, method, flat, sharp))
+        claims.append(claim_method_interpolation(pairs, inputs.table_s1, skipped, method, sharp))
     return claims
-
-
-def check_claims(
-    identity_rows: Sequence[dict],
-    he_rows: Sequence[dict],
-    table_s1: Mapping[str, Any],
-    gains: Mapping[str, Sequence[dict]],
-    pairs: Sequence[dict],
-    boundary: Mapping[str, Any] | None = None,
-    gains_radius: Mapping[str, Any] | None = None,
-    skipped_pairs: Sequence[dict] = (),
-) -> list[Claim]:
-    """Every claim of Sec. 6, in the paper's order. Table S1's methods are read in params.yaml
-    order (the flat one first); sgd and adam when the table has fewer than two."""
-    methods = [m for m in table_s1 if isinstance(table_s1[m], Mapping)]
-    flat, sharp = methods[:2] if len(methods) >= 2 else ("sgd", "adam")
-    return [
-        claim_larger_steps_flatter(identity_rows),
-        claim_lr_max_one_over_m(boundary),
-        claim_flattest_linear_in_m(identity_rows, boundary),
-        claim_he_sharper(identity_rows, he_rows),
-        claim_adam_sharper(table_s1, flat, sharp),
-        claim_flat_gains_balanced(gains, flat, sharp, table_s1, gains_radius),
-        claim_interpolation_misleads(pairs, table_s1, skipped_pairs, flat, sharp),
-    ]
-
-
-# --- Markdown -----------------------------------------------------------------------------
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float | np.floating):
-        return f"{float(value):.3g}"
-    return str(value)
-
-
-def _mean_std(entry: Mapping[str, Any]) -> str:
-    mean, std = entry.get("mean"), entry.get("std")
-    return _fmt(mean) if std is None else f"{_fmt(mean)} ± {_fmt(std)}"
-
-
-def _uncertainty_text(uncertainty: Mapping[str, Any]) -> str:
-    """The uncertainty dict in one line (lists of numbers as [a, b, ...])."""
-    parts = []
-    for key, value in uncertainty.items():
-        if isinstance(value, Mapping) or (
-            isinstance(value, list) and value and isinstance(value[0], Mapping)
-        ):
-            continue  # nested detail: in claims.json
-        if isinstance(value, list):
-            value = "[" + ", ".join(_fmt(v) for v in value) + "]"
-        parts.append(f"{key} {_fmt(value) if not isinstance(value, str) else value}")
-    return "; ".join(parts) or "see evidence"
-
-
-def table_s1_markdown(table: Mapping[str, Any]) -> str:
-    """Table S1 over converged runs, with the count of converged runs and the statuses of the
-    others (never dropped) and the per-seed values, beside the paper's numbers."""
-    lines = [
-        "| method | converged | others (status, reason) | train loss (ours) | train loss (paper) "
-        "| val loss (ours) | val loss (paper) | λ_max (ours) | λ_max (paper) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    per_seed = []
-    for method, row in table.items():
-        if not isinstance(row, Mapping):
-            continue
-        converged = row.get("converged")
-        if converged is None:
-            converged = sum(s == CONVERGED for s in row.get("statuses", []))
-        others = row.get("not_converged")
-        if others is None:
-            others = [{"seed": "?", "status": s} for s in row.get("statuses", []) if s != CONVERGED]
-        others_text = (
-            ", ".join(
-                f"seed {o.get('seed')}: {o['status']}"
-                + (f" ({o['reason']})" if o.get("reason") else "")
-                for o in others
-            )
-            or "none"
-        )
-        cells = []
-        for key in ("final_train_loss", "final_val_loss", "lambda_max"):
-            entry = row.get(key) or {}
-            cells += [_mean_std(entry), _mean_std(entry.get("paper", {}))]
-        lines.append(
-            f"| {method} | {converged} of {row.get('seeds', '?')} | {others_text} | "
-            + " | ".join(cells)
-            + " |"
-        )
-        for entry in row.get("runs", []):
-            per_seed.append(
-                f"| {method} | {entry.get('seed')} | {entry.get('status')} | "
-                f"{entry.get('reason') or ''} | {_fmt(entry.get('final_train_loss'))} | "
-                f"{_fmt(entry.get('loss_vs_affine'))} | {_fmt(entry.get('lambda_max'))} | "
-                f"{_fmt(entry.get('dead_fraction_max'))} |"
-            )
-    text = "\n".join(lines)
-    if per_seed:
-        text += (
-            "\n\nPer run (mean ± std above uses the converged runs only):\n\n"
-            "| method | seed | status | reason | train loss | loss / affine | λ_max | "
-            "max dead fraction |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(per_seed)
-        )
-    return text
-
-
-def status_table(stages: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """Runs per stage, status and reason: every run accounted for, minima or not."""
-    lines = ["| stage | status | reason | runs |", "|---|---|---|---|"]
-    for stage, rows in stages.items():
-        counts = reason_counts(list(rows))
-        if not counts:
-            lines.append(f"| {stage} | (no runs) | | 0 |")
-        for status, by_reason in counts.items():
-            for reason, n in by_reason.items():
-                lines.append(f"| {stage} | {status} | {reason} | {n} |")
-    return "\n".join(lines)
-
-
-def boundary_markdown(boundary: Mapping[str, Any]) -> str:
-    """lr_max(m) from the bisection with its bracket and state, then the fit."""
-    lines = [
-        "| depth | lr_max | bracket [lo, hi] | state | 2 / lr_max | stop reason |",
-        "|---|---|---|---|---|---|",
-    ]
-    for depth, entry in boundary_depths(boundary).items():
-        lr_max = entry.get("lr_max")
-        lines.append(
-            f"| {depth} | {_fmt(lr_max)} | {_fmt_ci(entry.get('bracket'))} | "
-            f"{entry.get('state')} | {_fmt(2.0 / lr_max) if lr_max else 'n/a'} | "
-            f"{entry.get('stop_reason') or ''} |"
-        )
-    fit = boundary_fit(boundary)
-    if fit:
-        ci, source = _fit_interval(fit)
-        lines += [
-            "",
-            f"Power law lr_max ~ m^p: p = {_fmt(fit.get('exponent'))}, interval {_fmt_ci(ci)}"
-            + (f" ({source})" if source else "")
-            + f", R² {_fmt(fit.get('r2'))}.",
-        ]
-    return "\n".join(lines)
-
-
-def gains_radius_markdown(claim: Claim) -> str:
-    """How the claim-6 comparison changes with the radius of the gain search."""
-    radius = claim.numbers.get("by_radius") or {}
-    if not radius:
-        return "No gains at other radii (no converged run of a method, or no gains_by_radius.json)."
-    lines = [
-        "| gain measured | SGD peaks | Adam peaks | p (SGD lower) |",
-        "|---|---|---|---|",
-    ]
-    for name, v in radius.items():
-        lines.append(
-            f"| {name} | {_values(v['flat'])} | {_values(v['sharp'])} | {v['p_flat_lower']:.3g} |"
-        )
-    return "\n".join(lines)
-
-
-def claim_markdown(claim: Claim, title: str) -> list[str]:
-    """One claim's section: its verdict, test, threshold and source, uncertainty, evidence."""
-    out = [
-        f"### {title} — **{claim.verdict}**",
-        "",
-        f"- Test: {claim.statistic}",
-        f"- Threshold: {claim.threshold}",
-        f"- Threshold source: {claim.threshold_source}",
-        f"- Uncertainty: {_uncertainty_text(claim.uncertainty)}",
-        f"- Evidence: {claim.evidence}",
-    ]
-    if claim.reason:
-        out.append(f"- Undecided because: {claim.reason}")
-    return out
-
-
-def spectra_markdown(spectra: Mapping[str, Any]) -> str:
-    """Per method, over its converged runs: lambda_1, the gap ratio lambda_1 / lambda_2, the
-    Hessian trace (Hutchinson, mean of the per-run estimates; each run's relative standard
-    error below its stated tolerance or flagged) and the mean eigenvalue tr(H)/N, with the cost
-    of each measure in HVPs. Units: the training loss is per-pixel MSE."""
-    lines = [
-        "| method | converged | λ_1 | λ_1/λ_2 | tr(H) (Hutchinson) | max rel. std. error | "
-        "tr(H)/N | HVPs: λ_max, trace, density |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for method, rows in (spectra.get("runs") or {}).items():
-        used = [r for r in rows if r.get("status") == CONVERGED]
-
-        def mean(key: str, rows=used) -> str:
-            values = [r[key] for r in rows if r.get(key) is not None]
-            if not values:
-                return "n/a"
-            text = f"{np.mean(values):.4g}"
-            return text + (f" ± {np.std(values, ddof=1):.2g}" if len(values) > 1 else "")
-
-        rel = [
-            r["trace_stderr"] / abs(r["trace"])
-            for r in used
-            if r.get("trace") and r.get("trace_stderr") is not None
-        ]
-        per_n = [
-            r["trace"] / r["parameters"] for r in used if r.get("trace") and r.get("parameters")
-        ]
-        unconverged = sum(r.get("trace_converged") is False for r in used)
-        density_hvps = mean("density_hvps")
-        if density_hvps == "n/a":  # measured once per method (by the stage), not per run
-            density_hvps = _fmt((spectra.get("densities", {}).get(method) or {}).get("hvps"))
-        lines.append(
-            f"| {method} | {len(used)} of {len(rows)} | {mean('lambda_1')} | {mean('gap_ratio')} "
-            f"| {mean('trace')} | {_fmt(max(rel)) if rel else 'n/a'}"
-            + (f" ({unconverged} above tol)" if unconverged else "")
-            + f" | {_fmt(float(np.mean(per_n))) if per_n else 'n/a'} | "
-            f"{mean('lambda_hvps')}, {mean('trace_hvps')}, {density_hvps} |"
-        )
-    return "\n".join(lines)
-
-
-def beyond_section(beyond: Sequence[Claim], spectra: Mapping[str, Any] | None) -> list[str]:
-    """Beyond the paper: the verdicts on the further methods (SAM), and the Hessian trace,
-    top-2 gap and cost of every method's minima."""
-    out = ["## Beyond the paper: SAM's minima, Hessian trace and spectral density", ""]
-    if beyond:
-        counts = Counter(c.verdict for c in beyond)
-        out += [
-            f"Same standards as the paper's claims ({counts['holds']} hold, "
-            f"{counts['does not hold']} do not hold, {counts['undecided']} undecided):",
-            "",
-            "| question | verdict | why undecided |",
-            "|---|---|---|",
-        ]
-        out += [f"| {c.statement} | **{c.verdict}** | {c.reason or ''} |" for c in beyond]
-        for claim in beyond:
-            out += ["", *claim_markdown(claim, claim.statement)]
-    else:
-        out.append("No method beyond the paper's two in this profile.")
-    if spectra:
-        out += [
-            "",
-            "### Hessian trace, top-2 gap and cost per method (converged runs, mean ± std)",
-            "",
-            spectra_markdown(spectra),
-            "",
-            "λ_1/λ_2 near 1 is what makes the power method slow (its error shrinks like "
-            "(λ_2/λ_1)^(2k)); the densities of one minimum per method are in the figure "
-            "`fig_hessian_density`.",
-        ]
-    return out
-
-
-def decided_section(profile: str, claims: Sequence[Claim]) -> list[str]:
-    """Which claims this profile's data decide, derived from the verdicts and reasons (not
-    written per profile): an undecided claim needs more or longer runs (the paper profile)."""
-    title = "What the CPU proxy decides" if profile == "cpu" else f"What profile {profile} decides"
-    decided = [c for c in claims if c.holds is not None]
-    open_ = [c for c in claims if c.holds is None]
-    out = [f"## {title}", ""]
-    out.append(
-        f"Decided here ({len(decided)} of {len(claims)}): "
-        + (", ".join(f"`{c.name}` ({c.verdict})" for c in decided) or "none")
-        + "."
-    )
-    out.append("")
-    if open_:
-        out.append(
-            f"Not decided here ({len(open_)}): these need the paper profile (or more converged "
-            "runs, step sizes or depths than this profile affords):"
-        )
-        out.append("")
-        out += [f"- `{c.name}`: {c.reason}" for c in open_]
-    return out
-
-
-def render_report(
-    profile: str,
-    profile_notes: str,
-    claims: Sequence[Claim],
-    table_s1: Mapping[str, Any],
-    figures: Sequence[tuple[str, str]],
-    grid_summaries: Mapping[str, Mapping[str, Any]],
-    linear_summary: Mapping[str, Any] | None,
-    theory_metrics: Mapping[str, Any] | None,
-    stage_rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    boundary: Mapping[str, Any] | None = None,
-    beyond: Sequence[Claim] = (),
-    spectra: Mapping[str, Any] | None = None,
-) -> str:
-    """Markdown report. `figures` holds (caption, relative path) pairs; `stage_rows` the runs
-    (status, reason) of each stage for the status table."""
-    counts = Counter(c.verdict for c in claims)
-    out = [
-        "# Reproduction report: Unique Properties of Flat Minima in Deep Networks",
-        "",
-        f"Generated by `dvc repro` from the saved results of profile **{profile}**.",
-        "",
-        profile_notes.strip(),
-        "",
-        f"## Claims of Sec. 6 checked on our data ({counts['holds']} hold, "
-        f"{counts['does not hold']} do not hold, {counts['undecided']} undecided)",
-        "",
-        "Only runs that reached a minimum (status `converged`) enter a statistic. Thresholds "
-        "were fixed from the paper before looking at the data.",
-        "",
-        "| claim | verdict | why undecided |",
-        "|---|---|---|",
-    ]
-    for claim in claims:
-        out.append(f"| {claim.statement} | **{claim.verdict}** | {claim.reason or ''} |")
-    for i, claim in enumerate(claims, 1):
-        out += ["", *claim_markdown(claim, f"Claim {i}: {claim.statement}")]
-    out += ["", *decided_section(profile, claims), ""]
-    if stage_rows is not None:
-        out += ["## Run statuses (every run, per stage)", "", status_table(stage_rows), ""]
-    out += [
-        "## Table S1: flat (SGD) vs sharp (Adam) minima, 6 layers (and beyond the paper: "
-        "SAM, when the profile trains it)",
-        "",
-        table_s1_markdown(table_s1),
-        "",
-    ]
-    gains_claim = next((c for c in claims if c.name == "flat_gains_balanced"), None)
-    if gains_claim is not None:
-        out += [
-            "## Gains vs the radius of the gain search (claim 6)",
-            "",
-            gains_radius_markdown(gains_claim),
-            "",
-        ]
-    if beyond or spectra:
-        out += [*beyond_section(beyond, spectra), ""]
-    out += ["## Stability boundary lr_max(m) by bisection", ""]
-    out += [boundary_markdown(boundary) if boundary else "No bisection output.", ""]
-    out += ["## Grids", ""]
-    for name, summary in grid_summaries.items():
-        runs = ", ".join(
-            f"{k.removeprefix('runs_')} {v}" for k, v in summary.items() if k.startswith("runs_")
-        )
-        out.append(f"- `{name}`: {summary.get('runs', 0)} runs ({runs}).")
-    if linear_summary:
-        out += [
-            "",
-            "## Linear networks end to end (Lemma 1 with the training stack)",
-            "",
-            f"{linear_summary.get('runs_converged', 0)} of {linear_summary.get('runs', 0)} runs "
-            "converged; largest relative gap between the measured sharpness and Thm 1's value "
-            f"for the learned T: {_fmt(linear_summary.get('max_relative_error'))}; largest "
-            f"η·λ_max: {_fmt(linear_summary.get('max_lr_times_lambda_max'))} (stability limit 2).",
-        ]
-    if theory_metrics:
-        out += [
-            "",
-            "## Theory checks (linear networks, exact)",
-            "",
-            f"All claims passed: {bool(theory_metrics.get('all_passed'))}. "
-            "Details in `results/theory/verify.json`.",
-        ]
-    out += ["", "## Figures", ""]
-    for caption, path in figures:
-        out += [f"### {caption}", "", f"![{caption}]({path})", ""]
-    return "\n".join(out).rstrip() + "\n"

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from src.core.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Raised for a data set that cannot be loaded (missing files, bad settings)."""
 
 

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from src.tracking import resolve_tracking_uri
+from src.runtime.tracking import resolve_tracking_uri
 
 VERBOSE_ENV = "FLATMINIMA_VERBOSE"
 
