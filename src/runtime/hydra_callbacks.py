@@ -84,6 +84,13 @@ def read_parent_run(sweep_dir: str | Path) -> dict[str, str] | None:
 
 
 JOBS_FILE = "multirun_jobs.jsonl"  # in the sweep directory: one JSON line per finished job
+_FAILED_JOBS = 0  # jobs of the last multirun whose row says `failed` (src.train's exit status)
+
+
+def failed_jobs_exit_status() -> int:
+    """1 when a job of the multirun that just ended failed (the batched launcher records a
+    job's bad value and goes on with the others), else 0."""
+    return 1 if _FAILED_JOBS else 0
 
 
 class JobTable(Callback):
@@ -125,6 +132,8 @@ class JobTable(Callback):
         path = Path(str(config.hydra.sweep.dir), JOBS_FILE)
         if not path.exists():
             return
+        global _FAILED_JOBS
         jobs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        _FAILED_JOBS = sum(job.get("status") == "failed" for job in jobs)
         if jobs:
             print(f"\nmultirun: {len(jobs)} jobs in {path.parent}\n{format_job_table(jobs)}")

@@ -131,6 +131,9 @@ class EpochProgress(pl.Callback):
             "active": len(pl_module.active),
             "members": len(pl_module.records),
         }
+        if len(latest) > 1:  # a batched model: its best and worst member too
+            losses = [r.history["train_loss"][-1] for r in latest]
+            out.update(best_train_loss=min(losses), worst_train_loss=max(losses))
         if self.max_epochs and epochs:
             out["remaining_s"] = elapsed / epochs * max(self.max_epochs - epochs, 0)
         if self.tracked and self.lr is not None:
@@ -143,6 +146,10 @@ class EpochProgress(pl.Callback):
             parts.append(f"lr*lambda_max {f['lr_times_lambda_max']:.3g}")
         if f["members"] > 1:
             parts.append(f"{f['active']}/{f['members']} runs training (median losses)")
+        if "best_train_loss" in f:
+            parts.append(
+                f"train best {f['best_train_loss']:.5g}, worst {f['worst_train_loss']:.5g}"
+            )
         return ", ".join(parts)
 
     def _report(self, pl_module, final: bool) -> None:

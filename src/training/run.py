@@ -311,41 +311,59 @@ def train_batched(
         build_run(r, data, out, cmd)
         for r, out, cmd in zip(resolved, output_dirs or [None] * n, commands or [None] * n)
     ]
-    module = RegressionModule([r.model for r in runs], [r.record for r in runs], data)
-    label = f"{n} runs like {default_run_name(resolved[0])}"
-    progress = progress_from_config(resolved[0], label)
-    trainer = pl.Trainer(
-        **resolved[0]["trainer"], logger=False, callbacks=[progress] if progress else []
-    )
-    with matmul_precision(resolved[0]["performance"]["tf32"]):
-        trainer.fit(module)
-    model_steps = sum(r.record.steps for r in runs)
-    log.info(
-        "trained %d models together: %.3f ms per model-step",
-        n,
-        1e3 * sum(r.record.train_seconds for r in runs) / max(model_steps, 1),
-    )
-    results = []
+    # Each member's MLflow run exists from the start (as train's does), so a signal or a crash
+    # during training closes every member's run KILLED or FAILED.
+    loggers: list = []
+    module = None
     try:
         for run, tag in zip(runs, tags or [None] * n):
-            results.append(_finish_member(run, module, {"batched_models": n, **(tag or {})}))
+            logger = make_logger(
+                run.record.resolved, data.name, {"batched_models": n, **(tag or {})}
+            )
+            loggers.append(logger)
+            log_run_params(logger, run.record.resolved, run.model, data)
+        module = RegressionModule([r.model for r in runs], [r.record for r in runs], data)
+        label = f"{n} runs like {default_run_name(resolved[0])}"
+        progress = progress_from_config(resolved[0], label)
+        trainer = pl.Trainer(
+            **resolved[0]["trainer"], logger=False, callbacks=[progress] if progress else []
+        )
+        with matmul_precision(resolved[0]["performance"]["tf32"]):
+            trainer.fit(module)
+        if trainer.received_sigterm:
+            raise Terminated(signal.SIGTERM)
+        model_steps = sum(r.record.steps for r in runs)
+        log.info(
+            "trained %d models together: %.3f ms per model-step",
+            n,
+            1e3 * sum(r.record.train_seconds for r in runs) / max(model_steps, 1),
+        )
+        results = []
+        for run, logger in zip(runs, loggers):
+            results.append(_finish_member(run, module, logger))
+            loggers[len(results) - 1] = None  # closed by _finish_member
+    except SIGTERMException:  # Lightning's own, a SystemExit with status 0: make it 143
+        terminated = Terminated(signal.SIGTERM)
+        for logger in loggers:
+            tracking.end_run(logger, terminated)
+        raise terminated from None
+    except BaseException as err:
+        for logger in loggers:
+            tracking.end_run(logger, err)  # never leave a member's run marked RUNNING
+        raise
     finally:
-        module.release()
+        if module is not None:
+            module.release()
     return results
 
 
-def _finish_member(run: RunParts, module: RegressionModule, tags: Mapping[str, Any]) -> TrainResult:
-    """Give one member of a trained batch its MLflow run, analysis, status and checkpoint, on
-    the training device (one member there at a time)."""
-    logger = make_logger(run.record.resolved, module.data.name, tags)
+def _finish_member(run: RunParts, module: RegressionModule, logger) -> TrainResult:
+    """Give one member of a trained batch its history, analysis, status and checkpoint in its
+    MLflow run, on the training device (one member there at a time)."""
     run.model.to(module.device)
     try:
-        log_run_params(logger, run.record.resolved, run.model, module.data)
         log_history(logger, run.record)
         run.finish(logger, module.data)
-    except BaseException as err:
-        tracking.end_run(logger, err)
-        raise
     finally:
         run.model.cpu()
     tracking.end_run(logger, None)
