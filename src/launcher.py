@@ -40,6 +40,7 @@ from src.core.signals import exit_on_signals
 from src.domain.config import validate
 from src.experiments.grid import retrain_command
 from src.runtime.console import remember_summary
+from src.runtime.hydra_callbacks import record_stopped_job
 from src.train import hydra_tags, job_overrides, report_job
 from src.training.batched import batch_key, batchable
 from src.training.run import train_batched
@@ -207,6 +208,10 @@ class BatchedLauncher:
             if not isinstance(err, UserError):
                 log.exception("group #%d-#%d crashed", first, last)
             return {job.num: self._fail(job, err) for job in group}
+        except BaseException as err:  # a signal: the members' rows, then the sweep ends
+            for job in group:
+                record_stopped_job(job.config.hydra, err)
+            raise
         wall = time.perf_counter() - started
         returns = {}
         for job, result in zip(group, results):

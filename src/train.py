@@ -7,6 +7,10 @@ python -m src.train -m depth=2,4 lr=0.1,0.5     # four jobs, one MLflow run each
 Every run ends with a summary (status, losses, sharpness, MLflow run, `mlflow ui` command); a
 multirun ends with a table of its jobs (src.runtime.hydra_callbacks.JobTable). Third-party notices are
 silenced (src.runtime.console); `hydra.verbose=true` or FLATMINIMA_VERBOSE=1 keeps them.
+
+A multirun stopped by SIGTERM / Ctrl-C exits 143 / 130 with its parent run KILLED and the table
+of the jobs it started (the stopped one included); a job whose launching process has ended
+(killed with SIGKILL) closes its run KILLED and exits (src.core.signals.follow_owner).
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.core.errors import UserError
-from src.core.signals import exit_on_signals
+from src.core.signals import exit_now, exit_on_signals, follow_owner, orphan_cause
 from src.experiments.grid import retrain_command, train_cached
 from src.runtime.console import format_summary, quiet_notices, remember_summary, run_summary
-from src.runtime.hydra_callbacks import failed_jobs_exit_status, read_parent_run
+from src.runtime.hydra_callbacks import (
+    end_stopped_multiruns,
+    failed_jobs_exit_status,
+    read_parent_run,
+    record_stopped_job,
+)
 from src.runtime.tracking import PARENT_TAG
 from src.training.run import train
 from src.training.status import stability_limit
@@ -87,14 +96,36 @@ def main(cfg: DictConfig) -> float | None:
     calls `report_job` for each."""
     started = time.perf_counter()
     exit_on_signals()
+    follow_owner()  # a job in a launcher's worker process ends with the launching process
     quiet_notices(verbose=bool(HydraConfig.get().verbose))  # $FLATMINIMA_VERBOSE also keeps them
     try:
-        result = train_job(cfg)
-    except UserError as err:
-        sys.exit(f"error: {err}")
+        try:
+            result = train_job(cfg)
+        except UserError as err:
+            raise SystemExit(f"error: {err}") from None
+    except (SystemExit, KeyboardInterrupt) as err:  # Hydra's on_job_end sees no BaseException
+        record_stopped_job(HydraConfig.get(), err)
+        if orphan_cause() is not None:  # no one waits for this process: a launcher's worker
+            exit_now(err.code if isinstance(getattr(err, "code", None), int) else 1)
+        raise
     return report_job(cfg, result, time.perf_counter() - started)
 
 
+def cli() -> None:
+    """`python -m src.train`: `main` through Hydra, ending with the process that started this
+    one if it asked ($FLATMINIMA_OWNER_PID: a pipeline grid sent through a Hydra launcher), and
+    closing the multiruns a signal stops (Hydra runs no callback then). Exits 1 when a job of a
+    multirun failed and the launcher went on (hydra/launcher=batched)."""
+    exit_on_signals()
+    follow_owner()
+    try:
+        main()
+    except BaseException as err:
+        end_stopped_multiruns(err)
+        raise
+    if status := failed_jobs_exit_status():
+        sys.exit(status)
+
+
 if __name__ == "__main__":
-    main()
-    sys.exit(failed_jobs_exit_status())
+    cli()

@@ -133,6 +133,7 @@ def make_logger(resolved: Mapping, dataset_name: str, tags: Mapping[str, Any] | 
         lg["experiment_name"],
         lg.get("run_name") or default_run_name(resolved),
         tags={"init": resolved["init"]["name"], "dataset": dataset_name, **(tags or {})},
+        artifact_root=lg.get("artifact_location"),
     )
 
 
@@ -230,6 +231,16 @@ def build_run(
     )
 
 
+def prepare_run_store(resolved: RunConfig) -> None:
+    """Check and prepare the run's MLflow store first (one line if it is unusable: missing,
+    read-only, a server down), before the data is loaded."""
+    lg = resolved["logger"]
+    if lg["name"] == "mlflow":
+        tracking.prepare_store(
+            lg["tracking_uri"], lg["experiment_name"], lg.get("artifact_location")
+        )
+
+
 def _prepare(resolved: RunConfig, data: TensorData | None) -> TensorData:
     data = load_dataset(resolved["dataset"]) if data is None else data
     check_model_fits_data(resolved, data.d_in, data.d_out, data.n_train)
@@ -254,6 +265,7 @@ def train(
     as the command line that retrains the run.
     """
     resolved = validate(cfg)
+    prepare_run_store(resolved)
     data = _prepare(resolved, data)
     pl.seed_everything(int(resolved["seed"]), workers=True, verbose=False)
     run = build_run(resolved, data, output_dir, command)
@@ -302,10 +314,8 @@ def train_batched(
         raise ConfigValueError("batch", "runs differ in more than seed and lr")
     if (reason := batchable(resolved[0])) is not None:
         raise ConfigValueError(reason, "cannot be trained in a batch")
+    prepare_run_store(resolved[0])
     data = _prepare(resolved[0], data)
-    logger_cfg = resolved[0]["logger"]
-    if logger_cfg["name"] == "mlflow":  # fail before training, as train() does
-        tracking.prepare_store(logger_cfg["tracking_uri"], logger_cfg["experiment_name"])
     n = len(resolved)
     runs = [
         build_run(r, data, out, cmd)
