@@ -146,3 +146,8 @@ def test_sigterm_during_a_group_exits_143_with_its_runs_killed(tmp_path, mlflow_
     runs = _by_job(mlflow_uri)
     assert sorted(runs) == [0, 1]
     assert {r.info.status for r in runs.values()} == {"KILLED"}
+    (parent,) = parent_runs(mlflow_uri)
+    assert parent.info.status == "KILLED"
+    rows = _jobs_file(tmp_path)
+    assert sorted(r["job_num"] for r in rows) == [0, 1]
+    assert {r["status"] for r in rows} == {"killed"}
