@@ -31,19 +31,22 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on f
     echo "$name: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
 }
 
-# Step limits: 90 + 130 + 90 + 50 = 360 s.
+# Step limits: 90 + 110 + 70 + 40 + 50 = 360 s.
 step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" \
     tests/analysis/test_cuda.py tests/test_cuda_training.py \
     "tests/test_fast_paths.py::test_cuda_graph_replay_equals_eager_steps" \
     "tests/test_sam.py::test_cuda_graph_replay_of_sam_equals_eager_steps"
-step train_throughput 130 python3 benchmarks/train_throughput.py --device cuda \
+step train_throughput 110 python3 benchmarks/train_throughput.py --device cuda \
     --depths 2 6 18 --n-train 60000 --epochs 2 \
     --json "$OUT/train_throughput.json" --markdown "$OUT/train_throughput.md"
 # The trace and density (up to 220 more HVPs per depth) at depth 6 only, in a step of their own.
-step hessian 90 python3 benchmarks/hessian_benchmark.py --device cuda --depths 6 18 \
+step hessian 70 python3 benchmarks/hessian_benchmark.py --device cuda --depths 6 18 \
     --n-samples 60000 --chunk-size auto --no-power --repeats 2 --no-spectrum \
     --json "$OUT/hessian.json" --markdown "$OUT/hessian.md"
-step hessian_spectrum 50 python3 benchmarks/hessian_benchmark.py --device cuda --depths 6 \
+step hessian_spectrum 40 python3 benchmarks/hessian_benchmark.py --device cuda --depths 6 \
     --n-samples 60000 --chunk-size auto --no-power --repeats 1 \
     --json "$OUT/hessian_spectrum.json" --markdown "$OUT/hessian_spectrum.md"
+# The 16-job command-line sweep, basic vs batched launcher, end to end (issue 24).
+step sweep_throughput 50 python3 benchmarks/sweep_throughput.py --device gpu --logger none \
+    --epochs 3 --out "$OUT/sweep_throughput.json"
 cat "$OUT/summary.txt"

@@ -1,11 +1,52 @@
-"""Shared fixtures: composing the real Hydra configs and temporary MLflow stores."""
+"""Shared fixtures: composing the real Hydra configs and temporary MLflow stores; and the
+check that no process a test started outlives the suite."""
 
 from __future__ import annotations
+
+import os
+import signal
+from multiprocessing import resource_tracker
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from support import CONF, FAST
+from support import (
+    CONF,
+    FAST,
+    PROC,
+    become_subreaper,
+    command_line,
+    descendants,
+    reap_children,
+    wait_until_gone,
+)
+
+LEFTOVER_GRACE_S = 20.0  # how long processes still closing at the end may take
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_suite():
+    """At the end of the session (of each pytest-xdist worker: its own tests), every process
+    its tests started has ended. This process adopts the orphans of its descendants
+    (become_subreaper), so a worker whose parent was killed still counts. The one exception:
+    this process's own multiprocessing resource tracker, which ends when this process does.
+    What is left is listed, killed (they are this suite's), and fails the session."""
+    if not PROC.is_dir() or not become_subreaper():
+        yield
+        return
+    yield
+    own_tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    left = [pid for pid in descendants(os.getpid()) if pid != own_tracker]
+    left = wait_until_gone(left, LEFTOVER_GRACE_S)
+    described = [f"{pid}: {command_line(pid)[:200]}" for pid in left]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_until_gone(left, 5)
+    reap_children()
+    assert not described, "processes left behind by the tests:\n" + "\n".join(described)
 
 
 @pytest.fixture

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +54,19 @@ def parent_runs(uri: str):
     return [r for r in all_runs(uri) if r.data.tags.get("multirun") == "parent"]
 
 
-def write_idx(root: Path, folder: str, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
-    """Write the four MNIST IDX files (uint8 28x28 images, labels) under root/folder/raw."""
+def write_idx(
+    root: Path, folder: str, n_train: int = 120, n_test: int = 40, seed: int = 0, size: int = 28
+) -> Path:
+    """Write the four MNIST IDX files (uint8 size x size images, labels) under
+    root/folder/raw."""
     rng = np.random.default_rng(seed)
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        images = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()
+            struct.pack(">IIII", 0x803, n, size, size) + images.tobytes()
         )
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
             struct.pack(">II", 0x801, n) + labels.tobytes()
@@ -143,3 +149,76 @@ def run_ok(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
 def stages_ran(output: str) -> set[str]:
     """The stages a `dvc repro` output says it ran."""
     return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+# --- processes (Linux /proc) ---------------------------------------------------------------------
+
+PROC = Path("/proc")
+_PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a process; None if it does not exist."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    state = process_state(pid)
+    return state is not None and state[0] not in ("Z", "X")
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """The living processes below `pid` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and (state := process_state(int(entry.name))) is not None:
+            if state[0] not in ("Z", "X"):
+                children.setdefault(state[1], []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return sorted(found)
+
+
+def wait_until_gone(pids, timeout: float) -> list[int]:
+    """Wait up to `timeout` s for every process of `pids` to end; those still alive."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if alive(p)]
+    return left
+
+
+def become_subreaper() -> bool:
+    """Make this process adopt the orphans of its descendants (Linux), so that a process a
+    test starts cannot escape the suite's check by losing its parent; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def reap_children() -> None:
+    """Collect the exit status of this process's ended children (adopted orphans included)."""
+    for pid in [int(e.name) for e in PROC.iterdir() if e.name.isdigit()]:
+        state = process_state(pid)
+        if state is not None and state[1] == os.getpid() and state[0] == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass

@@ -23,6 +23,7 @@ LAYERS = {
     "src.experiments": 3,
     "src.report": 3,
     "src.train": 4,
+    "src.launcher": 4,  # hydra/launcher=batched: trains a multirun's jobs through src.train
     "pipelines": 5,
 }
 PIPELINE_SCRIPT_MAX_LINES = 150  # a stage script parses, calls src and writes; logic lives in src

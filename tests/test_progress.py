@@ -3,28 +3,71 @@ left estimated once per batch of runs that finish together."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
+import os
+import pty
+import select
+import struct
+import termios
 
 import pytest
 
 from src.experiments import progress as grid_progress
 from src.experiments.progress import GridProgress
-from src.training.progress import format_duration, resolve_mode
+from src.training.progress import (
+    DEFAULT_BAR_WIDTH,
+    EpochProgress,
+    format_duration,
+    resolve_mode,
+    terminal_width,
+)
 
 
-def test_durations_and_modes():
+@pytest.fixture
+def terminal():
+    """A pseudo-terminal: (the stream a run writes to, the fd its output is read from). A new
+    one reports 0 columns, as `script` without a size does, until it is given a size."""
+    leader, follower = pty.openpty()
+    stream = os.fdopen(follower, "w")
+    yield stream, leader
+    stream.close()
+    os.close(leader)
+
+
+def set_columns(stream, columns: int) -> None:
+    fcntl.ioctl(stream.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+
+
+def test_durations_and_modes(terminal):
+    stream, _ = terminal
+    set_columns(stream, 100)
     assert [format_duration(s) for s in (4.25, 65, 3725)] == ["4.2 s", "1m05s", "1h02m"]
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    assert resolve_mode("auto", Terminal()) == "bar"
+    assert resolve_mode("auto", stream) == "bar"
     assert resolve_mode("auto", io.StringIO()) == "lines"
-    assert resolve_mode("off", Terminal()) == "off"
+    assert resolve_mode("off", stream) == "off"
     with pytest.raises(ValueError, match="^progress.mode: must be one of"):
         resolve_mode("fancy", io.StringIO())
+
+
+def test_a_terminal_of_width_0_gets_log_lines_or_a_bar_of_default_width(terminal):
+    """tqdm sized to a terminal of 0 columns draws nothing: `auto` gives log lines there, and
+    a bar asked for is drawn at a default width."""
+    stream, leader = terminal
+    assert terminal_width(stream) is None
+    assert resolve_mode("auto", stream) == "lines"
+    progress = EpochProgress(max_epochs=10, mode="bar", label="m2-run", stream=stream)
+    progress.on_train_start(None, None)
+    progress._bar.update(3)
+    progress._bar.refresh()
+    stream.flush()
+    drawn = ""
+    while select.select([leader], [], [], 1.0)[0] and "3/10" not in drawn:
+        drawn += os.read(leader, 4096).decode()
+    assert progress._bar.ncols == DEFAULT_BAR_WIDTH
+    assert "m2-run" in drawn and "3/10" in drawn
+    progress._bar.close()
 
 
 def config(depth, lr):

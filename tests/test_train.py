@@ -13,6 +13,7 @@ from omegaconf import ListConfig, OmegaConf
 from support import CONVERGING_LINEAR_RUN, all_runs, run_cli, write_idx
 
 from src.core.status import REASONS, STATUSES
+from src.domain import config
 from src.domain.config import ConfigValueError, validate
 from src.domain.data import DataError, load_dataset
 from src.domain.models import MLP, initialize
@@ -436,6 +437,21 @@ INVALID = [
         "analysis=default analysis.density.enabled=true analysis.density.lanczos_steps=1",
         "analysis.density.lanczos_steps: must be >= 2",
     ),
+    # checked against the model's size before training (issue 25), not after it
+    (
+        "analysis=default dataset.resolution=7 depth=2 analysis.sharpness.k=100000",
+        "analysis.sharpness.k: must be < the model's number of parameters (4900) (got 100000)",
+    ),
+    (
+        "analysis=default dataset.resolution=7 depth=2 analysis.density.enabled=true "
+        "analysis.density.lanczos_steps=100000",
+        "analysis.density.lanczos_steps: must be <= the model's number of parameters (4900)",
+    ),
+    # a key the chosen optimizer does not use
+    ("+optimizer.betas=[2,0]", "optimizer.betas: is not used by optimizer=sgd"),
+    ("optimizer=adam +optimizer.momentum=0.9", "optimizer.momentum: is not used by optimizer=adam"),
+    ("optimizer=sam +optimizer.nesterov=true", "optimizer.nesterov: is not used by optimizer=sam"),
+    ("optimizer=sam optimizer.betas=[2,0]", "optimizer.betas[0]: must be < 1 (got 2)"),
 ]
 
 
@@ -448,6 +464,26 @@ def test_invalid_values_raise_one_line_naming_the_key(
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
     assert all_runs(mlflow_uri) == []  # no run was created, so none is left RUNNING
+
+
+def test_sam_warns_of_a_setting_of_the_base_it_does_not_use(compose_cfg, caplog, monkeypatch):
+    """conf/optimizer/sam.yaml carries both bases' settings (optimizer.base=adam alone
+    switches), so a composed config cannot tell a user's betas from the preset's: a value that
+    differs from the preset's is a warning, once, not an error (a sweep over
+    optimizer.base=sgd,adam with Adam's betas set must still run its sgd jobs)."""
+    monkeypatch.setattr(config, "_WARNED", set())
+    with caplog.at_level("WARNING", logger="src.domain.config"):
+        validate(compose_cfg("optimizer=sam"))  # the preset's own values: nothing to say
+        assert caplog.records == []
+        for _ in range(2):
+            validate(compose_cfg("optimizer=sam", "optimizer.betas=[0.9,0.999]"))
+        validate(compose_cfg("optimizer=sam", "optimizer.base=adam", "optimizer.momentum=0.9"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "optimizer.betas=[0.9, 0.999] is not used by optimizer=sam with optimizer.base=sgd: "
+        "ignored (it applies with optimizer.base=adam)",
+        "optimizer.momentum=0.9 is not used by optimizer=sam with optimizer.base=adam: "
+        "ignored (it applies with optimizer.base=sgd)",
+    ]
 
 
 def test_missing_mnist_files_without_download(compose_cfg, tmp_path, mlflow_uri):

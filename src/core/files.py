@@ -1,11 +1,19 @@
-"""Reading and writing the project's JSON and CSV files, each written atomically (a reader sees
-the old file or the complete new one, never a half-written one), and the cell values they hold
-(a missing or non-finite number is `null` in JSON and an empty CSV cell)."""
+"""Reading and writing the project's files, each written atomically: to a temporary name beside
+it, synced, then renamed, so a reader sees the old file or the complete new one, never a
+half-written one, and a write that fails (a full disk) leaves no partial file. JSON and CSV
+here; checkpoints and figures hand their bytes to `write_bytes`. The cell values JSON and CSV
+hold: a missing or non-finite number is `null` in JSON and an empty CSV cell.
+
+Files get the mode a plain `open` would give them (0666 less the umask: readable by the group
+sharing a results folder where the umask allows it), not mkstemp's private 0600.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import io
 import json
 import math
 import os
@@ -14,23 +22,81 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from src.core.errors import UserError
+
+CHUNK_BYTES = 1 << 20  # one os.write per MiB: a failing disk stops a large file part-way
+
+
+class FileWriteError(UserError, OSError):
+    """A file could not be written (no space left, quota, read-only): one line naming it.
+
+    An OSError (with the errno) so that callers catching OSError still do; built from
+    (errno, message) like OSError itself, so it survives pickling from a worker process."""
+
+    def __init__(self, code: int, message: str) -> None:
+        OSError.__init__(self, code, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_failed(path: str | Path, err: OSError) -> FileWriteError:
+    """The one-line error for `err` raised while writing `path`."""
+    cause = {
+        errno.ENOSPC: "no space left on device",
+        getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+    }.get(err.errno, (err.strerror or str(err)).lower())
+    return FileWriteError(err.errno or errno.EIO, f"{path}: cannot write: {cause}")
+
+
+def umask() -> int:
+    """This process's umask (read from /proc where it is there: setting it to read it back
+    would change it for every thread for a moment)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (see the module docstring); on any error the
+    temporary file is removed, `path` is untouched, and an OSError becomes a one-line
+    FileWriteError naming `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise write_failed(path, err) from err
+    try:
+        try:
+            os.fchmod(fd, 0o666 & ~umask())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view[:CHUNK_BYTES]) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, FileWriteError):
+            raise write_failed(path, err) from err
+        raise
+    return path
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, newline: str | None = None) -> Iterator[IO[str]]:
-    """A text handle on a temporary file beside `path`, renamed to `path` once written and
-    synced; on any error the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline=newline) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A text handle whose contents are written to `path` by `write_bytes` once the block
+    ends without an error (nothing is written otherwise)."""
+    buffer = io.StringIO(newline=newline)
+    yield buffer
+    write_bytes(path, buffer.getvalue().encode())
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -5,6 +5,7 @@ Everything here draws from saved numbers (dicts, arrays) and never trains or mea
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers or in CI
 import matplotlib.pyplot as plt  # noqa: E402
+
+from src.core.files import write_bytes  # noqa: E402
 
 BLUE, RED, GREEN, ORANGE, GREY = "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#7f7f7f"
 
@@ -46,13 +49,17 @@ def plot_gain_profile(gains: dict, path: str | Path) -> Path:
 
 
 def save(fig, path: str | Path, formats: Sequence[str] | None = None) -> Path:
-    """Save to `path` (and the other `formats` next to it, e.g. ('png', 'pdf')); close the figure."""
+    """Save to `path` (and the other `formats` next to it, e.g. ('png', 'pdf')), each file
+    written atomically (src.core.files.write_bytes); close the figure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    for fmt in formats or (path.suffix.lstrip("."),):
-        # no creation date in the PDF: the same data gives the same file (DVC sees no change)
-        metadata = {"CreationDate": None} if fmt == "pdf" else None
-        fig.savefig(path.with_suffix(f".{fmt}"), dpi=150, metadata=metadata)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        for fmt in formats or (path.suffix.lstrip("."),):
+            # no creation date in the PDF: the same data gives the same file (DVC sees no change)
+            metadata = {"CreationDate": None} if fmt == "pdf" else None
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=150, metadata=metadata)
+            write_bytes(path.with_suffix(f".{fmt}"), buffer.getvalue())
+    finally:
+        plt.close(fig)
     return path

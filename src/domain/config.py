@@ -1,20 +1,28 @@
 """The one place where a composed training config is checked before anything runs.
 
 Hydra reports unknown groups and keys itself; this module rejects values that compose but make
-no sense (depth < 1, lr <= 0, a CUDA graph without CUDA, ...), each with a one-line message that
-names the key. `validate` returns a `RunConfig`; code below it takes that and never re-checks.
+no sense (depth < 1, lr <= 0, a CUDA graph without CUDA, an analysis setting the model's size
+rules out, a key the chosen optimizer does not use, ...), each with a one-line message that
+names the key, before any data is loaded or any run created. `validate` returns a `RunConfig`;
+code below it takes that and never re-checks.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.core.errors import UserError
+from src.domain.models import parameter_count
+
+log = logging.getLogger(__name__)
 
 
 class ConfigValueError(UserError, ValueError):
@@ -29,6 +37,15 @@ class ConfigValueError(UserError, ValueError):
 _DATASETS = ("mnist5k", "mnist", "fashion_mnist", "synthetic")
 _OPTIMIZERS = ("sgd", "adam", "sam")
 _SAM_BASES = ("sgd", "adam")  # what optimizer=sam wraps (optimizer.base)
+# The keys each optimizer reads (besides `name`); SAM reads its own and its base's.
+_OPTIMIZER_KEYS = {
+    "sgd": ("lr", "momentum", "weight_decay"),
+    "adam": ("lr", "betas", "eps", "weight_decay"),
+    "sam": ("lr", "rho", "base", "weight_decay"),
+}
+# conf/optimizer/sam.yaml holds both bases' settings, so that `optimizer.base=adam` alone
+# switches; the other base's values there are the preset's, not a user's.
+_SAM_PRESET = Path(__file__).resolve().parents[2] / "conf" / "optimizer" / "sam.yaml"
 _ACTIVATIONS = ("relu", "linear")
 _INITS = ("identity", "he")
 _DTYPES = ("float32", "float64")
@@ -123,18 +140,22 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
     optimizer = _choice(cfg, "optimizer.name", _OPTIMIZERS)
     _number(cfg, "optimizer.lr", minimum=0, exclusive=True)
     _number(cfg, "optimizer.weight_decay", minimum=0)
+    base = optimizer
     if optimizer == "sam":  # the ascent radius, then the base optimizer's own settings
         _number(cfg, "optimizer.rho", minimum=0, exclusive=True)
-        optimizer = _choice(cfg, "optimizer.base", _SAM_BASES)
-    if optimizer == "sgd":
+        base = _choice(cfg, "optimizer.base", _SAM_BASES)
+    # SAM's settings of both bases are checked: a bad value is an error even where unused.
+    checked = _SAM_BASES if optimizer == "sam" else (optimizer,)
+    if "sgd" in checked:
         _number(cfg, "optimizer.momentum", minimum=0, below=1.0)
-    else:
+    if "adam" in checked:
         betas = _get(cfg, "optimizer.betas")
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
             raise ConfigValueError("optimizer.betas", "must be two numbers", betas)
         for i, beta in enumerate(betas):
             _check_number(f"optimizer.betas[{i}]", beta, minimum=0, below=1.0)
         _number(cfg, "optimizer.eps", minimum=0, exclusive=True)
+    _check_optimizer_keys(cfg["optimizer"], optimizer, base)
     _number(cfg, "batch_size", minimum=1, integer=True)
     _number(cfg, "seed", minimum=0, integer=True)
 
@@ -201,11 +222,85 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         if _get(cfg, "analysis.gains.enabled", False):
             _number(cfg, "analysis.gains.restarts", minimum=1, integer=True)
             _number(cfg, "analysis.gains.steps", minimum=1, integer=True)
+        _check_analysis_fits_model(cfg)
 
     logger = _choice(cfg, "logger.name", ("mlflow", "none"))
     if logger == "mlflow" and not _get(cfg, "logger.tracking_uri", None):
         raise ConfigValueError("logger.tracking_uri", "must be set for logger=mlflow")
     return RunConfig(cfg)
+
+
+def data_dimensions(cfg: Mapping) -> tuple[int, int]:
+    """(d_x, d_y) of the configured data set, from the config alone: the synthetic problem's
+    d_x and d_y, or resolution^2 pixels in and out for the digits."""
+    if _get(cfg, "dataset.name") == "synthetic":
+        return int(_get(cfg, "dataset.d_x")), int(_get(cfg, "dataset.d_y"))
+    pixels = int(_get(cfg, "dataset.resolution")) ** 2
+    return pixels, pixels
+
+
+def _check_analysis_fits_model(cfg: Mapping) -> None:
+    """What the analysis asks of the Hessian must fit its size N (the model's parameters):
+    k < N eigenvalues (the solvers' own bound, otherwise met only after training), and at
+    most N Lanczos steps per density probe (Lanczos on N dimensions ends after N steps: a
+    larger request would run N steps per probe, unbounded by anything the user meant)."""
+    n = parameter_count(
+        *data_dimensions(cfg),
+        int(_get(cfg, "model.depth")),
+        _get(cfg, "model.width", None),
+        bool(_get(cfg, "model.bias", True)),
+    )
+    size = f"the model's number of parameters ({n})"
+    k = _get(cfg, "analysis.sharpness.k")
+    if k >= n:
+        raise ConfigValueError("analysis.sharpness.k", f"must be < {size}", k)
+    if _get(cfg, "analysis.density.enabled", False):
+        steps = _get(cfg, "analysis.density.lanczos_steps")
+        if steps > n:
+            raise ConfigValueError("analysis.density.lanczos_steps", f"must be <= {size}", steps)
+
+
+@functools.lru_cache(maxsize=1)
+def _sam_preset() -> dict[str, Any]:
+    if not _SAM_PRESET.is_file():
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(_SAM_PRESET).optimizer, resolve=False)
+
+
+_WARNED: set[str] = set()
+
+
+def _check_optimizer_keys(settings: Mapping, optimizer: str, base: str) -> None:
+    """A key that the chosen optimizer never reads (`+optimizer.betas=...` with sgd) is an
+    error naming it and the optimizer. With optimizer=sam, the other base's keys are in the
+    preset (sam.yaml carries both, so `optimizer.base` alone switches), so the composed config
+    cannot tell a user's value from the preset's: a value that differs from the preset's is
+    a warning (once per process), not an error: a sweep over `optimizer.base=sgd,adam` with
+    Adam's betas set is meant, and its sgd jobs must still run."""
+    used = set(_OPTIMIZER_KEYS[optimizer]) | set(_OPTIMIZER_KEYS[base])
+    known = (
+        used | {k for b in _SAM_BASES for k in _OPTIMIZER_KEYS[b]} if optimizer == "sam" else used
+    )
+    named = f"optimizer={optimizer}" + (
+        f" with optimizer.base={base}" if optimizer == "sam" else ""
+    )
+    for key in settings:
+        if key == "name" or key in used:
+            continue
+        if key not in known:
+            raise ConfigValueError(
+                f"optimizer.{key}",
+                f"is not used by {named} (its keys: {', '.join(sorted(used))})",
+                settings[key],
+            )
+        preset = _sam_preset().get(key, settings[key])
+        message = (
+            f"optimizer.{key}={settings[key]!r} is not used by {named}: ignored "
+            f"(it applies with optimizer.base={'adam' if base == 'sgd' else 'sgd'})"
+        )
+        if settings[key] != preset and message not in _WARNED:
+            _WARNED.add(message)
+            log.warning(message)
 
 
 def _check_capture_possible(cfg: Mapping) -> None:

@@ -146,6 +146,9 @@ IDX_FILES = {
 }
 
 
+IMAGE_SIZE = 28  # the digits' resolution: dataset.resolution divides it (average pooling)
+
+
 def check_idx_file(path: Path, magic: int) -> None:
     """Raise a one-line DataError naming `path` if it is not a complete IDX file of the kind
     `magic` says (images: n x 28 x 28 bytes; labels: n bytes)."""
@@ -167,6 +170,11 @@ def check_idx_file(path: Path, magic: int) -> None:
             f"dataset.data_dir: {path} is {'truncated' if size < expected else 'too long'}: "
             f"its header says {'x'.join(map(str, shape))} bytes of data ({expected} bytes in "
             f"all), the file has {size}"
+        )
+    if dims == 3 and shape[1:] != [IMAGE_SIZE, IMAGE_SIZE]:
+        raise DataError(
+            f"dataset.data_dir: {path} holds {shape[1]}x{shape[2]} images; the digits must be "
+            f"{IMAGE_SIZE}x{IMAGE_SIZE} (dataset.resolution pools them down from there)"
         )
 
 
@@ -253,9 +261,10 @@ def synthetic_regression(
 
 def downsample(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """Average-pool flat 28x28 images to resolution x resolution (still in [0, 1])."""
-    if 28 % resolution:
-        raise DataError(f"dataset.resolution must divide 28, got {resolution}")
-    pooled = torch.nn.functional.avg_pool2d(images.reshape(-1, 1, 28, 28), 28 // resolution)
+    if IMAGE_SIZE % resolution:
+        raise DataError(f"dataset.resolution must divide {IMAGE_SIZE}, got {resolution}")
+    square = images.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    pooled = torch.nn.functional.avg_pool2d(square, IMAGE_SIZE // resolution)
     return pooled.reshape(images.shape[0], resolution * resolution)
 
 

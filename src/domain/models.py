@@ -15,6 +15,21 @@ ACTIVATIONS = ("relu", "linear")
 INITS = ("identity", "he")
 
 
+def layer_sizes(d_in: int, d_out: int, depth: int, width: int | None = None) -> list[int]:
+    """d_0 = d_in, d_1..d_{m-1} = width (default d_in), d_m = d_out."""
+    width = d_in if width is None else width
+    return [d_in] + [width] * (depth - 1) + [d_out]
+
+
+def parameter_count(
+    d_in: int, d_out: int, depth: int, width: int | None = None, bias: bool = True
+) -> int:
+    """The number of parameters of `MLP(d_in, d_out, depth, width, bias=bias)`, without
+    building it (the config is checked against it before any data is loaded)."""
+    sizes = layer_sizes(d_in, d_out, depth, width)
+    return sum(a * b + (b if bias else 0) for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 class MLP(nn.Module):
     """Depth-m fully connected net with layer sizes d_0 = d_in, d_1..d_{m-1} = width, d_m = d_out.
 
@@ -36,10 +51,9 @@ class MLP(nn.Module):
             raise ValueError(f"depth must be >= 1, got {depth}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        width = d_in if width is None else width
         self.depth = depth
         self.activation = activation
-        self.sizes = [d_in] + [width] * (depth - 1) + [d_out]
+        self.sizes = layer_sizes(d_in, d_out, depth, width)
         self.layers = nn.ModuleList(
             nn.Linear(a, b, bias=bias) for a, b in zip(self.sizes[:-1], self.sizes[1:])
         )

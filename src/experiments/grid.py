@@ -5,6 +5,10 @@ pool of single-thread worker processes (`launcher="processes"`: on a CPU, N one-
 side by side beat one N-thread training of these small nets), or through any Hydra launcher
 (e.g. `submitit_slurm`) as a Hydra multirun whose jobs write to the same results directory.
 Every stored result records the command line that retrains it alone.
+
+No process outlives the grid: worker processes get SIGTERM when this process ends, whatever ends
+it (SIGKILL included: src.core.signals.die_with), close their open MLflow run as KILLED and
+exit; a Hydra multirun started here ends with this process in the same way.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from src.core.signals import exit_on_signals
+from src.core.errors import UserError
+from src.core.signals import (
+    Terminated,
+    die_with,
+    exit_now,
+    exit_on_signals,
+    orphan_cause,
+    owner_env,
+)
 from src.domain.config import ConfigValueError, RunConfig, batching_enabled, validate
 from src.domain.data import TensorData, load_dataset
 from src.experiments.progress import GridProgress, run_cost
@@ -200,13 +215,20 @@ def cached_data(resolved: Mapping[str, Any], cache: dict[str, TensorData]) -> Te
 _WORKER_DATA: dict[str, TensorData] = {}  # a worker's data sets, loaded once per worker
 
 
-def _start_worker() -> None:
+def _start_worker(parent: int) -> None:
     """A worker trains with one thread (the pool is the parallelism) and ends on SIGTERM /
-    SIGINT through Python's exception path, so its open MLflow run is closed as KILLED. It
+    SIGINT through Python's exception path, so its open MLflow run is closed as KILLED; it gets
+    that SIGTERM when its `parent` ends, however it ends (the pool starts its workers from the
+    parent's main thread, which lives as long as the parent: `die_with(parent=True)`). It
     prints what its parent would (src.runtime.console: quiet unless $FLATMINIMA_VERBOSE)."""
     torch.set_num_threads(1)
     exit_on_signals()
+    die_with(parent, parent=True)
     quiet_notices()
+
+
+class WorkerLost(UserError, RuntimeError):
+    """A worker process ended without a result (killed from outside, out of memory)."""
 
 
 class WorkerConfigError(ConfigValueError):
@@ -227,7 +249,8 @@ def _train_task(
     require_files: Sequence[str],
 ) -> list[dict]:
     """In a worker: a chunk as one batched model, or one run alone (train_cached); the stored
-    results."""
+    results. A signal ends the worker once its run is closed: the pool would otherwise hand it
+    the next task, or leave it waiting for one from a parent that is gone."""
     try:
         data = cached_data(task[0][0], _WORKER_DATA)
         if batched:
@@ -245,15 +268,22 @@ def _train_task(
         ]
     except ConfigValueError as err:
         raise WorkerConfigError(str(err)) from None
+    except Terminated as err:
+        log.warning("worker %d stopped: %s", os.getpid(), err.reason)
+        exit_now(err.code)
+    except BaseException:
+        if orphan_cause() is not None:  # whatever went wrong, no one is left to tell
+            exit_now(128 + signal.SIGTERM)
+        raise
 
 
 def prepare_tracking(pending: Iterable[Job]) -> None:
     """Create and migrate the MLflow stores and experiments the workers will log to, once,
     here, before they start (src.runtime.tracking takes an inter-process lock for it anyway)."""
     for target in {
-        (r["logger"]["tracking_uri"], r["logger"]["experiment_name"])
-        for r, _ in pending
-        if r["logger"]["name"] == "mlflow"
+        (lg["tracking_uri"], lg["experiment_name"], lg.get("artifact_location"))
+        for lg in (r["logger"] for r, _ in pending)
+        if lg["name"] == "mlflow"
     }:
         prepare_store(*target)
 
@@ -278,6 +308,7 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
+        initargs=(os.getpid(),),
     )
     try:
         yield pool
@@ -322,7 +353,13 @@ def train_in_processes(
             for task, batched in tasks
         ]
         for future in as_completed(futures):  # as they finish: progress, and a failure at once
-            results = future.result()
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                raise WorkerLost(
+                    "grid: a worker process ended without its result (killed from outside or "
+                    "out of memory); runs not stored yet are trained on the next start"
+                ) from None
             stored.update({result["key"]: result for result in results})
             if progress is not None:
                 progress.finished(results)
@@ -488,4 +525,18 @@ def _launch_multirun(base_overrides, sweep, results_dir, output_root, launcher, 
     if output_root is not None:
         cmd.append(f"hydra.sweep.dir={Path(output_root).resolve() / 'multirun'}")
     log.info("launching: %s", " ".join(cmd))
-    subprocess.run(cmd, check=True, cwd=CONF_DIR.parent)
+    # The multirun ends with this process (it follows our pid: src.core.signals.follow_owner);
+    # stopped here, it is asked to stop (SIGTERM: it closes its runs) rather than killed.
+    proc = subprocess.Popen(cmd, cwd=CONF_DIR.parent, env=owner_env())
+    try:
+        status = proc.wait()
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if status:
+        raise subprocess.CalledProcessError(status, cmd)

@@ -6,6 +6,10 @@ creates and migrates a sqlite store under an inter-process lock (jobs started to
 store would otherwise race MLflow's schema migration and can leave it half-migrated), creates
 the experiment, and closes runs left RUNNING by processes of this host that no longer exist.
 
+A new experiment of a sqlite store keeps its artifacts beside the store, in
+`<store folder>/mlartifacts/<experiment>/` (MLflow's default is `./mlruns` of whatever
+directory the first run started in), unless `logger.artifact_location` names a place.
+
     python -m src.runtime.tracking close-stale [--uri URI]     # that last step, on demand
 """
 
@@ -14,10 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
 import os
+import re
+import signal
 import socket
 import sqlite3
 import sys
@@ -29,10 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from src.core.errors import UserError
+from src.core.files import write_failed
+from src.core.signals import deferred
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store: its experiments' artifacts
 LOCK_TIMEOUT_S = 120.0  # how long to wait for another process preparing the same store
 
 
@@ -78,10 +88,26 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
+def read_only_part(path: Path) -> str | None:
+    """What makes the sqlite store at `path` read-only (its file system, its file, or its
+    folder, where sqlite writes its journal), as words for an error; None if nothing does.
+    Asks the kernel (statvfs, access), so root with its capabilities passes all three."""
+    folder = path.parent
+    with contextlib.suppress(OSError, AttributeError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"the file system of {folder} is mounted read-only"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"the database file {path} is read-only"
+    if not os.access(folder, os.W_OK):
+        return f"its folder {folder} is read-only (sqlite writes its journal beside the database)"
+    return None
+
+
 def check_writable(uri: str) -> None:
     """Fail in one line when a local store cannot be written: a missing directory, a file that
-    is not a database, a read-only file, directory or file system. sqlite itself is asked
-    (a write transaction that is rolled back), so the answer holds for root too."""
+    is not a database, a read-only file, directory or file system, before anything is created
+    there. sqlite itself is asked too (a write in a transaction that is rolled back), so the
+    answer holds for root, and for causes the kernel's permissions do not show."""
     path = sqlite_path(uri)
     if path is None:
         if uri.startswith("file:"):
@@ -94,15 +120,19 @@ def check_writable(uri: str) -> None:
         raise TrackingError(
             f"logger.tracking_uri: cannot use {uri}: directory {path.parent} does not exist"
         )
+    if (read_only := read_only_part(path)) is not None:
+        raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {read_only}")
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
             db.execute("PRAGMA schema_version")  # "file is not a database" surfaces here
-            db.execute("BEGIN IMMEDIATE")  # a write lock: read-only files and folders fail
+            db.execute("BEGIN IMMEDIATE")  # a write lock
+            db.execute("CREATE TABLE _flatminima_write_probe (x)")  # a write: read-only fails
             db.execute("ROLLBACK")
     except sqlite3.OperationalError as err:
         if "locked" in str(err):  # another process is writing to it: it is writable
             return
-        raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {err}") from err
+        cause = read_only_part(path) or str(err)
+        raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {cause}") from err
     except sqlite3.Error as err:
         raise TrackingError(f"logger.tracking_uri: cannot use {uri}: {err}") from err
 
@@ -114,7 +144,14 @@ def store_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(f"{path}.lock", "a") as handle:
+    try:
+        handle = open(f"{path}.lock", "a")  # closed by the `with` below
+    except OSError as err:
+        raise TrackingError(
+            f"logger.tracking_uri: cannot use {uri}: cannot open its lock file {path}.lock "
+            f"({err.strerror})"
+        ) from err
+    with handle:
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:
@@ -133,22 +170,40 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def artifact_location(uri: str, experiment_name: str, configured: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts: `configured` (logger.artifact_location) if
+    set; beside a sqlite store, `<store folder>/mlartifacts/<experiment>`; else None (the
+    store's own default: a server's artifact root, a file store's folder)."""
+    if configured:
+        return resolve_tracking_uri(configured) if "://" not in configured else configured
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    folder = re.sub(r"[^\w.-]+", "_", experiment_name).strip("._") or "experiment"
+    return (path.parent / ARTIFACTS_DIR / folder).as_uri()
+
+
 _PREPARED: set[tuple[str, str | None]] = set()
 
 
-def prepare_store(uri: str, experiment_name: str | None = None) -> str:
+def prepare_store(
+    uri: str, experiment_name: str | None = None, artifact_root: str | None = None
+) -> str:
     """Make the store at `uri` ready for this process (`open_store`); return the absolute URI.
     Cheap after the first call for a (uri, experiment)."""
     uri = resolve_tracking_uri(uri)
     if (uri, experiment_name) not in _PREPARED:
-        open_store(uri, experiment_name)
+        open_store(uri, experiment_name, artifact_root)
         _PREPARED.add((uri, experiment_name))
     return uri
 
 
-def open_store(uri: str, experiment_name: str | None = None) -> list[str]:
+def open_store(
+    uri: str, experiment_name: str | None = None, artifact_root: str | None = None
+) -> list[str]:
     """Check the store at the absolute `uri`, create and migrate it under the lock, create the
-    experiment, and close stale runs (see the module docstring); return the closed runs' ids."""
+    experiment (its artifacts: `artifact_location`, `artifact_root` being the configured
+    one), and close stale runs (see the module docstring); return the closed runs' ids."""
     check_reachable(uri)
     check_writable(uri)
     import mlflow
@@ -158,7 +213,9 @@ def open_store(uri: str, experiment_name: str | None = None) -> list[str]:
             client = mlflow.MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # creates and migrates the schema
             if experiment_name and client.get_experiment_by_name(experiment_name) is None:
-                client.create_experiment(experiment_name)
+                client.create_experiment(
+                    experiment_name, artifact_location(uri, experiment_name, artifact_root)
+                )
             return close_stale_runs(client)
         except mlflow.exceptions.MlflowException as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -203,14 +260,41 @@ def close_stale_runs(client) -> list[str]:
     return stale
 
 
+class SignalSafeClient:
+    """An MlflowClient whose every call holds SIGTERM / SIGINT until it returns
+    (src.core.signals.deferred): Python raises a signal's exception wherever the main thread
+    is, and one raised inside a sqlite transaction leaves the connection in it, the store
+    locked for every other process (two workers stopped together: "database is locked")."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            with deferred():
+                return attr(*args, **kwargs)
+
+        return call
+
+
 def make_mlflow_logger(
-    tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, Any]
+    tracking_uri: str,
+    experiment_name: str,
+    run_name: str,
+    tags: dict[str, Any],
+    *,
+    artifact_root: str | None = None,
 ):
     """A Lightning MLFlowLogger whose run exists once this returns (the store is prepared
     first: `prepare_store`)."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    uri = prepare_store(tracking_uri, experiment_name)
+    uri = prepare_store(tracking_uri, experiment_name, artifact_root)
     logger = MLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
@@ -218,26 +302,56 @@ def make_mlflow_logger(
         tags={k: str(v) for k, v in {**tags, **process_tags()}.items()},
         log_model=False,
     )
+    # Every call Lightning and this project make through the logger goes through this client.
+    logger._mlflow_client = SignalSafeClient(logger._mlflow_client)
     _ = logger.run_id  # create the run now, so errors surface before training starts
     return logger
 
 
+def _signal_exit(error: BaseException) -> bool:
+    """A signal ended the process: Ctrl-C, or an exit with a signal's status (128 + n)."""
+    if isinstance(error, KeyboardInterrupt):
+        return True
+    return isinstance(error, SystemExit) and isinstance(error.code, int) and error.code > 128
+
+
+def failure_reason(error: BaseException) -> str:
+    """The `failure_reason` of a run that `error` ended: "terminated (SIGTERM)" for a signal,
+    the message of an exit with one, a user error's own line, else the exception's type and
+    first line."""
+    if _signal_exit(error):
+        code = getattr(error, "code", 128 + signal.SIGINT)  # KeyboardInterrupt: Ctrl-C
+        with contextlib.suppress(ValueError):
+            code = signal.Signals(code - 128).name
+        return f"terminated ({getattr(error, 'reason', code)})"
+    if isinstance(error, SystemExit):
+        code = error.code
+        return code if isinstance(code, str) else f"exit status {code}"
+    lines = str(error).strip().splitlines()
+    if isinstance(error, UserError) and lines:
+        return lines[0]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def closed_status(error: BaseException | None) -> str:
+    """FINISHED without an error, KILLED for a signal, FAILED otherwise."""
+    if error is None:
+        return "FINISHED"
+    return "KILLED" if _signal_exit(error) else "FAILED"
+
+
 def end_run(logger, error: BaseException | None) -> None:
     """Close a run: FINISHED without `error`; KILLED for a signal (SIGTERM, SIGINT);
-    FAILED otherwise, with the reason as the tag `failure_reason`."""
+    FAILED otherwise, with the reason as the tag `failure_reason`. A signal that comes
+    meanwhile waits until the run is closed (src.core.signals.deferred)."""
     if (ml := _mlflow(logger)) is None:
         return
-    if error is None:
-        ml.finalize("success")
-        return
-    killed = isinstance(error, (KeyboardInterrupt, SystemExit))
-    if isinstance(error, SystemExit):
-        reason = f"terminated ({getattr(error, 'reason', f'exit status {error.code}')})"
-    else:
-        lines = str(error).strip().splitlines()
-        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-    ml.experiment.set_tag(ml.run_id, "failure_reason", reason)
-    ml.experiment.set_terminated(ml.run_id, "KILLED" if killed else "FAILED")
+    with deferred():
+        if error is None:
+            ml.finalize("success")
+            return
+        ml.experiment.set_tag(ml.run_id, "failure_reason", failure_reason(error))
+        ml.experiment.set_terminated(ml.run_id, closed_status(error))
 
 
 def _mlflow(logger):
@@ -258,8 +372,20 @@ def log_metrics(logger, metrics: dict[str, float], step: int | None = None) -> N
 
 
 def log_artifact(logger, path: str | Path, artifact_path: str | None = None) -> None:
-    if (ml := _mlflow(logger)) is not None:
+    """Copy `path` into the run's artifacts; a local artifact store that cannot take it (a
+    full disk) is a one-line error naming the copy, which is removed."""
+    if (ml := _mlflow(logger)) is None:
+        return
+    try:
         ml.experiment.log_artifact(ml.run_id, str(path), artifact_path)
+    except OSError as err:
+        root = ml.experiment.get_run(ml.run_id).info.artifact_uri
+        target = f"{root}/{artifact_path or '.'}/{Path(path).name}"
+        if root.startswith(("file:", "/")):  # a local store: no partial copy stays there
+            target = Path(urllib.request.url2pathname(root.removeprefix("file:")))
+            target = target / (artifact_path or "") / Path(path).name
+            target.unlink(missing_ok=True)
+        raise write_failed(target, err) from err
 
 
 def log_metric_series(logger, rows: list[tuple[dict[str, float], int]]) -> None:
@@ -362,7 +488,8 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under 
 
 
 def start_parent_run(uri: str, experiment_name: str, name: str, tags: dict[str, Any]) -> str:
-    """Create the (RUNNING) run a multirun's jobs are nested under; return its id."""
+    """Create the (RUNNING) run a multirun's jobs are nested under; return its id (the store
+    and experiment are prepared: `prepare_store`)."""
     import mlflow
 
     uri = prepare_store(uri, experiment_name)
@@ -376,13 +503,20 @@ def start_parent_run(uri: str, experiment_name: str, name: str, tags: dict[str, 
     return run.info.run_id
 
 
-def end_parent_run(uri: str, run: str, metrics: dict[str, float], failed: bool) -> None:
+def end_parent_run(
+    uri: str, run: str, metrics: dict[str, float], status: str, reason: str | None = None
+) -> None:
+    """Close a multirun's parent run with `status` (FINISHED, FAILED, KILLED), its job counts
+    as metrics and, when given, `reason` as its `failure_reason`."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(uri))
-    for key, value in metrics.items():
-        client.log_metric(run, key, float(value))
-    client.set_terminated(run, "FAILED" if failed else "FINISHED")
+    with deferred():
+        for key, value in metrics.items():
+            client.log_metric(run, key, float(value))
+        if reason:
+            client.set_tag(run, "failure_reason", reason)
+        client.set_terminated(run, status)
 
 
 def run_id(logger) -> str | None:

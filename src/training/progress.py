@@ -15,6 +15,7 @@ recorded.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import sys
 import time
@@ -26,6 +27,7 @@ import pytorch_lightning as pl
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "bar", "lines", "off")
+DEFAULT_BAR_WIDTH = 80  # a bar asked for on a terminal that reports no width
 
 
 def format_duration(seconds: float) -> str:
@@ -40,14 +42,27 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def terminal_width(stream: TextIO) -> int | None:
+    """The width of the terminal `stream` writes to; None if it is no terminal, or one that
+    reports no width (0 columns: `script` without a size, some CI log viewers), where a
+    tqdm bar sized to it draws nothing at all."""
+    isatty = getattr(stream, "isatty", None)
+    if isatty is None or not isatty():
+        return None
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
+    return columns or None
+
+
 def resolve_mode(mode: str, stream: TextIO) -> str:
-    """`auto`: a bar on a terminal, log lines elsewhere."""
+    """`auto`: a bar on a terminal of known width, log lines elsewhere."""
     if mode not in MODES:
         raise ValueError(f"progress.mode: must be one of {', '.join(MODES)}, got {mode!r}")
     if mode != "auto":
         return mode
-    isatty = getattr(stream, "isatty", None)
-    return "bar" if isatty is not None and isatty() else "lines"
+    return "bar" if terminal_width(stream) else "lines"
 
 
 class EpochProgress(pl.Callback):
@@ -91,12 +106,14 @@ class EpochProgress(pl.Callback):
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
+            width = terminal_width(self.stream)  # none known: a fixed width, not none at all
             self._bar = tqdm(
                 total=self.max_epochs,
                 desc=self.label,
                 unit="epoch",
                 file=self.stream,
-                dynamic_ncols=True,
+                dynamic_ncols=width is not None,
+                ncols=None if width else DEFAULT_BAR_WIDTH,
                 leave=True,
             )
 
@@ -131,6 +148,9 @@ class EpochProgress(pl.Callback):
             "active": len(pl_module.active),
             "members": len(pl_module.records),
         }
+        if len(latest) > 1:  # a batched model: its best and worst member too
+            losses = [r.history["train_loss"][-1] for r in latest]
+            out.update(best_train_loss=min(losses), worst_train_loss=max(losses))
         if self.max_epochs and epochs:
             out["remaining_s"] = elapsed / epochs * max(self.max_epochs - epochs, 0)
         if self.tracked and self.lr is not None:
@@ -143,6 +163,10 @@ class EpochProgress(pl.Callback):
             parts.append(f"lr*lambda_max {f['lr_times_lambda_max']:.3g}")
         if f["members"] > 1:
             parts.append(f"{f['active']}/{f['members']} runs training (median losses)")
+        if "best_train_loss" in f:
+            parts.append(
+                f"train best {f['best_train_loss']:.5g}, worst {f['worst_train_loss']:.5g}"
+            )
         return ", ".join(parts)
 
     def _report(self, pl_module, final: bool) -> None:

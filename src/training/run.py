@@ -133,6 +133,7 @@ def make_logger(resolved: Mapping, dataset_name: str, tags: Mapping[str, Any] | 
         lg["experiment_name"],
         lg.get("run_name") or default_run_name(resolved),
         tags={"init": resolved["init"]["name"], "dataset": dataset_name, **(tags or {})},
+        artifact_root=lg.get("artifact_location"),
     )
 
 
@@ -230,6 +231,16 @@ def build_run(
     )
 
 
+def prepare_run_store(resolved: RunConfig) -> None:
+    """Check and prepare the run's MLflow store first (one line if it is unusable: missing,
+    read-only, a server down), before the data is loaded."""
+    lg = resolved["logger"]
+    if lg["name"] == "mlflow":
+        tracking.prepare_store(
+            lg["tracking_uri"], lg["experiment_name"], lg.get("artifact_location")
+        )
+
+
 def _prepare(resolved: RunConfig, data: TensorData | None) -> TensorData:
     data = load_dataset(resolved["dataset"]) if data is None else data
     check_model_fits_data(resolved, data.d_in, data.d_out, data.n_train)
@@ -254,6 +265,7 @@ def train(
     as the command line that retrains the run.
     """
     resolved = validate(cfg)
+    prepare_run_store(resolved)
     data = _prepare(resolved, data)
     pl.seed_everything(int(resolved["seed"]), workers=True, verbose=False)
     run = build_run(resolved, data, output_dir, command)
@@ -302,50 +314,66 @@ def train_batched(
         raise ConfigValueError("batch", "runs differ in more than seed and lr")
     if (reason := batchable(resolved[0])) is not None:
         raise ConfigValueError(reason, "cannot be trained in a batch")
+    prepare_run_store(resolved[0])
     data = _prepare(resolved[0], data)
-    logger_cfg = resolved[0]["logger"]
-    if logger_cfg["name"] == "mlflow":  # fail before training, as train() does
-        tracking.prepare_store(logger_cfg["tracking_uri"], logger_cfg["experiment_name"])
     n = len(resolved)
     runs = [
         build_run(r, data, out, cmd)
         for r, out, cmd in zip(resolved, output_dirs or [None] * n, commands or [None] * n)
     ]
-    module = RegressionModule([r.model for r in runs], [r.record for r in runs], data)
-    label = f"{n} runs like {default_run_name(resolved[0])}"
-    progress = progress_from_config(resolved[0], label)
-    trainer = pl.Trainer(
-        **resolved[0]["trainer"], logger=False, callbacks=[progress] if progress else []
-    )
-    with matmul_precision(resolved[0]["performance"]["tf32"]):
-        trainer.fit(module)
-    model_steps = sum(r.record.steps for r in runs)
-    log.info(
-        "trained %d models together: %.3f ms per model-step",
-        n,
-        1e3 * sum(r.record.train_seconds for r in runs) / max(model_steps, 1),
-    )
-    results = []
+    # Each member's MLflow run exists from the start (as train's does), so a signal or a crash
+    # during training closes every member's run KILLED or FAILED.
+    loggers: list = []
+    module = None
     try:
         for run, tag in zip(runs, tags or [None] * n):
-            results.append(_finish_member(run, module, {"batched_models": n, **(tag or {})}))
+            logger = make_logger(
+                run.record.resolved, data.name, {"batched_models": n, **(tag or {})}
+            )
+            loggers.append(logger)
+            log_run_params(logger, run.record.resolved, run.model, data)
+        module = RegressionModule([r.model for r in runs], [r.record for r in runs], data)
+        label = f"{n} runs like {default_run_name(resolved[0])}"
+        progress = progress_from_config(resolved[0], label)
+        trainer = pl.Trainer(
+            **resolved[0]["trainer"], logger=False, callbacks=[progress] if progress else []
+        )
+        with matmul_precision(resolved[0]["performance"]["tf32"]):
+            trainer.fit(module)
+        if trainer.received_sigterm:
+            raise Terminated(signal.SIGTERM)
+        model_steps = sum(r.record.steps for r in runs)
+        log.info(
+            "trained %d models together: %.3f ms per model-step",
+            n,
+            1e3 * sum(r.record.train_seconds for r in runs) / max(model_steps, 1),
+        )
+        results = []
+        for run, logger in zip(runs, loggers):
+            results.append(_finish_member(run, module, logger))
+            loggers[len(results) - 1] = None  # closed by _finish_member
+    except SIGTERMException:  # Lightning's own, a SystemExit with status 0: make it 143
+        terminated = Terminated(signal.SIGTERM)
+        for logger in loggers:
+            tracking.end_run(logger, terminated)
+        raise terminated from None
+    except BaseException as err:
+        for logger in loggers:
+            tracking.end_run(logger, err)  # never leave a member's run marked RUNNING
+        raise
     finally:
-        module.release()
+        if module is not None:
+            module.release()
     return results
 
 
-def _finish_member(run: RunParts, module: RegressionModule, tags: Mapping[str, Any]) -> TrainResult:
-    """Give one member of a trained batch its MLflow run, analysis, status and checkpoint, on
-    the training device (one member there at a time)."""
-    logger = make_logger(run.record.resolved, module.data.name, tags)
+def _finish_member(run: RunParts, module: RegressionModule, logger) -> TrainResult:
+    """Give one member of a trained batch its history, analysis, status and checkpoint in its
+    MLflow run, on the training device (one member there at a time)."""
     run.model.to(module.device)
     try:
-        log_run_params(logger, run.record.resolved, run.model, module.data)
         log_history(logger, run.record)
         run.finish(logger, module.data)
-    except BaseException as err:
-        tracking.end_run(logger, err)
-        raise
     finally:
         run.model.cpu()
     tracking.end_run(logger, None)
