@@ -314,18 +314,26 @@ def test_decide_status_is_the_one_decision():
         "converged",
         "stationary",
     )
-    assert decide(stationary, measured, lr=1.9) == ("converged", "stationary_below_affine")
+    assert decide(stationary, measured, lr=1.79) == ("converged", "stationary_below_affine")
     # a stationary point above the affine denoiser is a plateau, not a minimum
     assert decide(stationary, measured, loss=above) == ("plateau", "stationary_above_affine")
     assert decide(stationary, measured, loss=0.04) == ("plateau", "stationary_above_affine")
     assert decide(stationary, measured, loss=0.04, affine_margin=1e-3)[0] == "converged"
-    # linear stability (App. I): above 2 / lr is unstable, within the solver's accuracy is not
-    assert decide(stationary, measured, lr=2.1) == ("unstable", "lr_lambda_above_limit")
-    assert decide(stationary, measured, lr=2.0001, solver_tol=1e-4)[0] == "converged"
-    assert decide(stationary, measured, lr=2.1, limit=None)[0] == "converged"
+    # linear stability (App. I) with the band: r = lr x lambda / limit above 1.1 is unstable,
+    # within [0.9, 1.1] the edge of stability, below 0.9 a minimum
+    edge = ("edge_of_stability", "lr_lambda_within_band")
+    assert decide(stationary, measured, lr=2.21) == ("unstable", "lr_lambda_above_limit")
+    for lr in (1.81, 2.0, 2.19):
+        assert decide(stationary, measured, lr=lr) == edge, lr
+    assert decide(stationary, measured, lr=2.19, band=0.05) == ("unstable", "lr_lambda_above_limit")
+    assert decide(stationary, measured, lr=1.85, band=0.05)[0] == "converged"
+    assert decide(stationary, measured, lr=2.5, limit=None)[0] == "converged"
+    # the edge needs a minimum-like point: a plateau at r = 1 stays a plateau
+    assert decide(stationary, measured, lr=2.0, loss=above)[0] == "plateau"
     # the budget ran out: still improving, unless the point is already unstable
     budget = _stopped(None, "still_improving")
     assert decide(budget, measured) == ("budget_exhausted", "still_improving")
+    assert decide(budget, measured, lr=2.0) == ("budget_exhausted", "still_improving")
     assert decide(budget, measured, lr=2.5) == ("unstable", "lr_lambda_above_limit")
     assert decide(_stopped(None, "gradient_not_small"), measured) == (
         "budget_exhausted",

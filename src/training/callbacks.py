@@ -37,7 +37,7 @@ from src.training.checkpoint import (
 )
 from src.training.module import final_metrics
 from src.training.record import RunRecord
-from src.training.status import affine_margin, decide_status
+from src.training.status import affine_margin, decide_status, stability_band
 from src.training.steps import matmul_precision
 
 log = logging.getLogger(__name__)
@@ -177,10 +177,6 @@ class AnalysisCallback(pl.Callback):
             ),
             density=density_settings(density) if density.get("enabled") else None,
         )  # fmt: skip
-
-    @property
-    def solver_tol(self) -> float:
-        return float(self.solver["tol"])
 
     def _sharpness(self, model: MLP, data: TensorData, seed: int):
         return top_hessian_eigenvalue(
@@ -407,7 +403,7 @@ def finish_run(
             record.analysis if analysis is not None else None,
             record.lr,
             stability_limit,
-            solver_tol=analysis.solver_tol if analysis is not None else 0.0,
+            band=stability_band(record.resolved),
             train_loss=record.final["final_train_loss"],
             affine_margin=affine_margin(record.resolved),
         )
