@@ -62,6 +62,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from copy import deepcopy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,7 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
+from torch.nn.utils import vector_to_parameters
 
 from src.analysis.landscape import (
     CHUNK_MEMORY_SHARE,
@@ -150,6 +152,45 @@ def full_gradient(
 ) -> torch.Tensor:
     """Flat gradient of the full training loss (does not touch `param.grad`)."""
     return LossLandscape(model, loss_fn, inputs, targets, chunk_size=chunk_size).gradient()
+
+
+@dataclass
+class Polish:
+    """`polished`'s outcome: the model after the steps, and the full loss before and after."""
+
+    model: nn.Module
+    steps: int
+    step_size: float
+    loss_before: float
+    loss_after: float
+
+
+def polished(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    step_size: float,
+    chunk_size: int | None = None,
+) -> Polish:
+    """A copy of `model` after `steps` full-batch gradient-descent steps of `step_size` (the
+    caller's model is not touched).
+
+    Why: SGD at a fixed step ends at the edge of stability, oscillating across a valley along
+    its sharpest direction, and lambda_max at the last iterate depends on where in that
+    oscillation training stopped. A few full-batch steps of 1 / lambda_max (half GD's
+    stability limit 2 / lambda_max, App. I eq. S4) remove the component along the top
+    eigenvector in one step on a quadratic and damp the next directions, so the Hessian is
+    measured at the valley floor the run sits above (issue 23: a robust lambda_max)."""
+    copy = deepcopy(model)
+    landscape = LossLandscape(copy, loss_fn, inputs, targets, chunk_size=chunk_size)
+    theta = landscape.as_vector(None)
+    before = float(landscape.loss(theta))
+    for _ in range(steps):
+        theta = theta - step_size * landscape.gradient(theta)
+    vector_to_parameters(theta.to(next(copy.parameters()).dtype), copy.parameters())
+    return Polish(copy, steps, step_size, before, float(landscape.loss(theta)))
 
 
 def hessian_vector_product(

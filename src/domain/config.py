@@ -197,6 +197,10 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         )  # fmt: skip
     _number(cfg, "callbacks.divergence.factor", minimum=1, exclusive=True)
     _number(cfg, "callbacks.log_every_n_epochs", minimum=1, integer=True)
+    if _get(cfg, "callbacks.convergence.stability_band", None) is not None:
+        band = _number(cfg, "callbacks.convergence.stability_band", minimum=0)
+        if band >= 1:  # r = lr x lambda / limit: a band of 1 would call r = 0 the edge
+            raise ConfigValueError("callbacks.convergence.stability_band", "must be < 1", band)
 
     if _get(cfg, "analysis.enabled", False):
         _choice(cfg, "analysis.sharpness.method", _METHODS)
@@ -205,6 +209,8 @@ def validate(cfg: DictConfig | Mapping) -> RunConfig:
         _number(cfg, "analysis.sharpness.max_hvps", minimum=2, integer=True)
         _number(cfg, "analysis.sharpness.k", minimum=1, integer=True)
         _number(cfg, "analysis.sharpness.every_n_epochs", minimum=0, integer=True)
+        if _get(cfg, "analysis.sharpness.polish_steps", None) is not None:
+            _number(cfg, "analysis.sharpness.polish_steps", minimum=0, integer=True)
         if _get(cfg, "analysis.sharpness.chunk_size", None) not in (None, "auto"):
             _number(cfg, "analysis.sharpness.chunk_size", minimum=1, integer=True)
         share = _number(cfg, "analysis.sharpness.memory_share", minimum=0, exclusive=True)

@@ -25,7 +25,7 @@ from src.analysis.gains import gains_at_input_norms, training_input_gains
 from src.analysis.landscape import flat_parameters
 from src.analysis.spectrum import hessian_spectral_density
 from src.core.files import finite_or_none, read_json, write_csv, write_json
-from src.core.status import CONVERGED
+from src.core.status import CONVERGED, EDGE_OF_STABILITY
 from src.domain.data import TensorData
 from src.experiments.grid import run_points
 from src.experiments.store import prune_results
@@ -76,8 +76,14 @@ def train_methods(
     return {method: results[i * n : (i + 1) * n] for i, method in enumerate(methods)}
 
 
-def converged_runs(results: Sequence[dict]) -> list[dict]:
-    return [r for r in results if r["status"] == CONVERGED]
+# The runs measured as minima (pairs, gain radii, densities): converged ones and those at the
+# edge of stability, so that the report can judge every claim with the edge runs counted and
+# without (src.report.inputs); each measurement keeps its run's status.
+MEASURED_STATUSES = (CONVERGED, EDGE_OF_STABILITY)
+
+
+def minimum_runs(results: Sequence[dict]) -> list[dict]:
+    return [r for r in results if r["status"] in MEASURED_STATUSES]
 
 
 def _seed(result: Mapping[str, Any]) -> int:
@@ -90,19 +96,20 @@ def _model(result: Mapping[str, Any]):
 
 def pair_plan(runs: Runs, flat: str, sharp: str) -> tuple[list[tuple[int, int]], list[dict]]:
     """Which (flat, sharp) pairs to compare along their connecting line (Fig. 7, claim 7):
-    only pairs of two minima (Lemma 2 speaks about minima). Returns the index pairs into the
-    converged runs of each method, and every other pair with the reason it was skipped."""
-    conv = {m: converged_runs(runs[m]) for m in (flat, sharp)}
+    only pairs of two minima (Lemma 2 speaks about minima; `minimum_runs`). Returns the index
+    pairs into the minimum runs of each method, and every other pair with the reason it was
+    skipped."""
+    conv = {m: minimum_runs(runs[m]) for m in (flat, sharp)}
     compared = [(i, j) for i in range(len(conv[flat])) for j in range(len(conv[sharp]))]
     skipped = []
     for run_f in runs[flat]:
         for run_s in runs[sharp]:
-            if run_f["status"] == CONVERGED and run_s["status"] == CONVERGED:
+            if run_f["status"] in MEASURED_STATUSES and run_s["status"] in MEASURED_STATUSES:
                 continue
             why = [
                 f"{m} seed {r['config']['seed']}: {r['status']} ({r.get('reason') or 'n/a'})"
                 for m, r in ((flat, run_f), (sharp, run_s))
-                if r["status"] != CONVERGED
+                if r["status"] not in MEASURED_STATUSES
             ]
             skipped.append(
                 {
@@ -126,6 +133,8 @@ def pair_curvatures(ends: dict, data: TensorData, chunk: int | None) -> dict:
     return {
         f"{a}_seed": run_a["config"]["seed"],
         f"{b}_seed": run_b["config"]["seed"],
+        f"{a}_status": run_a["status"],
+        f"{b}_status": run_b["status"],
         "distance": float((theta_b - theta_a).norm()),
         f"line_curvature_{a}": curv_a,
         f"line_curvature_{b}": curv_b,
@@ -140,9 +149,9 @@ def cross_sections(
 ) -> tuple[dict, list[dict]]:
     """Fig. 7 data: the interpolation line between each (flat, sharp) pair of minima, close-ups
     of the first pair around each end, and each method's first minimum along its sharpest
-    direction; and every pair's curvatures (`pair_curvatures`). Only converged runs take part
-    (`pair_plan`); the caller checks each method has one."""
-    runs = {m: converged_runs(runs[m]) for m in (flat, sharp)}
+    direction; and every pair's curvatures (`pair_curvatures`). Only minima take part
+    (`minimum_runs`, as `pair_plan`); the caller checks each method has one."""
+    runs = {m: minimum_runs(runs[m]) for m in (flat, sharp)}
     x, y = data.train_inputs, data.train_targets
     chunk = settings.get("chunk_size")
     models = {m: [_model(r) for r in runs[m]] for m in (flat, sharp)}
@@ -183,7 +192,8 @@ def cross_sections(
             load_eigenvector(result["analysis"]["eigenvector_path"]),
             eig_ts,
             chunk,
-            eigenvalue=result["analysis"]["lambda_max"],
+            # the eigenvector and the weights are the final ones: their eigenvalue is the raw one
+            eigenvalue=result["analysis"].get("lambda_max_raw") or result["analysis"]["lambda_max"],
         )
     arrays = {
         "line_ts": line_ts,
@@ -269,10 +279,10 @@ def spectra(runs: Runs, data: TensorData, density_cfg: Mapping) -> dict:
     for method, results in runs.items():
         rows = [spectrum_row(result) for result in results]
         out["runs"][method] = rows
-        converged = converged_runs(results)
+        measured = minimum_runs(results)
         first = next(
-            (r for r in converged if r["analysis"].get("density_path")),
-            converged[0] if converged else None,
+            (r for r in measured if r["analysis"].get("density_path")),
+            measured[0] if measured else None,
         )
         if first is not None:
             saved = method_density(first, data, density_cfg)
@@ -315,7 +325,7 @@ def gains_by_radius(runs: Runs, settings: Mapping[str, Any], data: TensorData) -
         out["runs"][method] = []
         for result in results:
             seed = _seed(result)
-            if result["status"] != CONVERGED:
+            if result["status"] not in MEASURED_STATUSES:
                 out["skipped"].append(
                     {
                         "method": method,

@@ -21,6 +21,8 @@ from src.paper.statistics import line_fit
 
 # One row per run (results/<stage>/grid.csv). lambda_max is given for every run whose Hessian
 # solve ran, minimum or not; every function here that speaks about minima filters `converged`.
+# lambda_max is the robust value (after the analysis's short polish, which the status is judged
+# by), lambda_max_raw the one at the final weights (issue 23; None in older results).
 GRID_COLUMNS = (
     "depth",
     "lr",
@@ -38,6 +40,7 @@ GRID_COLUMNS = (
     "dead_fraction_max",
     "lambda_max",
     "lr_times_lambda_max",
+    "lambda_max_raw",
     "key",
 )
 
@@ -67,6 +70,7 @@ def grid_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "dead_fraction_max": dead_fraction_max(result.get("dead_units")),
         "lambda_max": lam,
         "lr_times_lambda_max": None if lam is None else lr * lam,
+        "lambda_max_raw": finite_or_none(analysis.get("lambda_max_raw")),
         "key": result["key"],
     }
 
@@ -204,6 +208,8 @@ TABLE_S1_RUN_FIELDS = (
     "final_train_loss",
     "final_val_loss",
     "lambda_max",
+    "lr_times_lambda_max",
+    "lambda_max_raw",
     "affine_baseline_loss",
     "loss_vs_affine",
     "dead_fraction_max",
@@ -221,13 +227,25 @@ def mean_std(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def table_s1(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Table S1 from the stored results of each method's runs (`table_s1_from_entries`)."""
+    return table_s1_from_entries(
+        {
+            method: [{k: grid_row(r)[k] for k in TABLE_S1_RUN_FIELDS} for r in results]
+            for method, results in runs.items()
+        }
+    )
+
+
+def table_s1_from_entries(entries_by_method: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict:
     """Table S1 from converged runs only (issue 11 item 4): per method the mean ± std over the
     runs that reached a minimum, their per-seed values, and every other run listed with its
     status and reason (a plateau or an unstable run is not a minimum, so its lambda_max says
-    nothing about the minima the paper compares). The paper's numbers sit beside ours."""
+    nothing about the minima the paper compares). The paper's numbers sit beside ours.
+    `entries_by_method`: per method, each run's TABLE_S1_RUN_FIELDS (the table's `runs`, so a
+    saved table can be rebuilt from its own entries, e.g. with other statuses counted)."""
     table = {}
-    for method, results in runs.items():
-        entries = [{k: grid_row(r)[k] for k in TABLE_S1_RUN_FIELDS} for r in results]
+    for method, entries in entries_by_method.items():
+        entries = [dict(e) for e in entries]
         used = [e for e in entries if e["status"] == CONVERGED]
         row: dict[str, Any] = {
             "seeds": len(entries),
@@ -242,7 +260,7 @@ def table_s1(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
             "runs": entries,
         }
         for field in TABLE_S1_FIELDS:
-            pairs = [(e["seed"], e[field]) for e in used if e[field] is not None]
+            pairs = [(e["seed"], e.get(field)) for e in used if e.get(field) is not None]
             row[field] = {
                 **mean_std([v for _, v in pairs]),
                 "values": [v for _, v in pairs],

@@ -51,6 +51,9 @@ MIN_STEP_SIZES = 4
 MIN_MATCHED_CELLS = 5
 
 HOLDS, FAILS, UNDECIDED = True, False, None
+EDGE_SENSITIVE = "undecided (edge-sensitive)"
+# The two readings of every claim (issue 23 item 2), by the key claims.json stores them under.
+STRICT, WITH_EDGE = "converged_only", "with_edge_runs"
 
 
 @dataclass
@@ -67,9 +70,15 @@ class Claim:
     uncertainty: dict[str, Any] = field(default_factory=dict)  # per-seed values, intervals, p
     reason: str | None = None  # why undecided (None when decided)
     numbers: dict[str, Any] = field(default_factory=dict)
+    # The verdict of each reading (`judged_both_ways`): edge-of-stability runs not counted as
+    # minima, and counted. Empty for a claim judged once.
+    readings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    edge_sensitive: bool = False  # the two readings disagree: undecided by design
 
     @property
     def verdict(self) -> str:
+        if self.edge_sensitive:
+            return EDGE_SENSITIVE
         return {True: "holds", False: "does not hold", None: "undecided"}[self.holds]
 
     def to_dict(self) -> dict[str, Any]:
@@ -580,7 +589,10 @@ def gains_by_radius_tests(
     if not by_radius:
         return {}
     runs = by_radius.get("runs", {})
-    flat_runs, sharp_runs = runs.get(flat, []), runs.get(sharp, [])
+    flat_runs, sharp_runs = (
+        [r for r in runs.get(m, []) if r.get("status", CONVERGED) == CONVERGED]
+        for m in (flat, sharp)
+    )
     out: dict[str, Any] = {}
     if not flat_runs or not sharp_runs:
         return out
@@ -835,9 +847,63 @@ def claim_method_interpolation(
     return claim
 
 
+def judged_both_ways(strict: Claim, with_edge: Claim) -> Claim:
+    """One claim from its two readings (issue 23 item 2): edge-of-stability runs not counted
+    as minima (`strict`) and counted (`with_edge`). Where they agree the verdict stands (the
+    strict reading's evidence and uncertainty are shown); where they differ the claim is
+    `undecided (edge-sensitive)`, since which runs are minima then decides it. Both readings
+    are kept in `readings`."""
+    claim = strict
+    claim.readings = {
+        STRICT: _reading(strict),
+        WITH_EDGE: _reading(with_edge),
+    }
+    if strict.holds is not with_edge.holds:
+        claim.holds, claim.edge_sensitive = UNDECIDED, True
+        claim.reason = (
+            f"edge-sensitive: {strict.verdict} with converged runs only, {with_edge.verdict} "
+            "with edge-of-stability runs counted as minima"
+        )
+    return claim
+
+
+def _reading(claim: Claim) -> dict[str, Any]:
+    return _plain(
+        {
+            "verdict": claim.verdict,
+            "holds": claim.holds,
+            "reason": claim.reason,
+            "evidence": claim.evidence,
+            "uncertainty": claim.uncertainty,
+            "numbers": claim.numbers,
+        }
+    )
+
+
 def check_claims(inputs: ReportInputs) -> list[Claim]:
-    """Every claim of Sec. 6, in the paper's order. Table S1's methods are read in params.yaml
-    order (the flat one first)."""
+    """Every claim of Sec. 6, in the paper's order, each judged with and without the
+    edge-of-stability runs counted as minima (`judged_both_ways`)."""
+    return [
+        judged_both_ways(strict, with_edge)
+        for strict, with_edge in zip(
+            paper_claims(inputs), paper_claims(inputs.counting_edge_as_minima())
+        )
+    ]
+
+
+def check_beyond_claims(inputs: ReportInputs) -> list[Claim]:
+    """The further methods' claims (`beyond_claims`), each judged both ways like the paper's."""
+    return [
+        judged_both_ways(strict, with_edge)
+        for strict, with_edge in zip(
+            beyond_claims(inputs), beyond_claims(inputs.counting_edge_as_minima())
+        )
+    ]
+
+
+def paper_claims(inputs: ReportInputs) -> list[Claim]:
+    """Every claim of Sec. 6 in one reading of the inputs, in the paper's order. Table S1's
+    methods are read in params.yaml order (the flat one first)."""
     flat, sharp = inputs.methods[:2]
     table = inputs.table_s1
     return [
@@ -851,7 +917,7 @@ def check_claims(inputs: ReportInputs) -> list[Claim]:
     ]
 
 
-def check_beyond_claims(inputs: ReportInputs) -> list[Claim]:
+def beyond_claims(inputs: ReportInputs) -> list[Claim]:
     """For each method beyond the paper's two (Table S1's third and later rows, e.g. SAM): is
     its minimum flat in the paper's sense, and does the interpolation picture mislead for it?"""
     flat, sharp, *others = inputs.methods

@@ -4,12 +4,14 @@ the pipeline's stages (results/<stage>/...) once; the claims and the rendering t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from src.core.files import read_csv, read_json
+from src.core.status import CONVERGED, EDGE_OF_STABILITY
+from src.paper.tables import table_s1_from_entries
 
 # The figures of the report, in order: (caption, path under figures/).
 FIGURES = (
@@ -81,6 +83,55 @@ class ReportInputs:
         return list(
             (self.flat_vs_sharp.get("others", {}).get(method) or {}).get("pairs_skipped", [])
         )
+
+    @property
+    def edge_runs(self) -> int:
+        """How many runs of the grids and Table S1 ended at the edge of stability."""
+        rows = [*self.identity, *self.he, *_table_entries(self.table_s1)]
+        return sum(r.get("status") == EDGE_OF_STABILITY for r in rows)
+
+    def counting_edge_as_minima(self) -> ReportInputs:
+        """The same results read with every edge-of-stability run counted as a minimum
+        (issue 23): its status becomes `converged` wherever a claim looks (grid rows, Table S1
+        rebuilt from its run entries, gain profiles, gains by radius), so each claim can be
+        judged a second time, unchanged. The pairs need nothing: the flat_vs_sharp stage
+        measures the pairs of edge runs too, and the claims keep a pair when Table S1 counts
+        both its runs."""
+        by_radius = self.gains_by_radius
+        if by_radius is not None:
+            by_radius = {
+                **by_radius,
+                "runs": {m: _as_minima(rows) for m, rows in by_radius.get("runs", {}).items()},
+            }
+        table = self.table_s1
+        if any("runs" in row for row in table.values() if isinstance(row, Mapping)):
+            table = table_s1_from_entries(
+                {
+                    m: _as_minima(row.get("runs", []))
+                    for m, row in table.items()
+                    if isinstance(row, Mapping)
+                }
+            )
+        return replace(
+            self,
+            identity=_as_minima(self.identity),
+            he=_as_minima(self.he),
+            table_s1=table,
+            gains={m: _as_minima(profiles) for m, profiles in self.gains.items()},
+            gains_by_radius=by_radius,
+        )
+
+
+def _as_minima(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """Copies of `rows` with edge-of-stability runs relabelled `converged`."""
+    return [
+        {**r, "status": CONVERGED} if r.get("status") == EDGE_OF_STABILITY else dict(r)
+        for r in rows
+    ]
+
+
+def _table_entries(table: Mapping[str, Any]) -> list[dict]:
+    return [e for row in table.values() if isinstance(row, Mapping) for e in row.get("runs", [])]
 
 
 def _optional(path: Path) -> Any:

@@ -20,7 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from src.analysis.gains import gain_profile
-from src.analysis.hessian import SharpnessNotConverged, full_gradient, top_hessian_eigenvalue
+from src.analysis.hessian import (
+    SharpnessNotConverged,
+    full_gradient,
+    polished,
+    top_hessian_eigenvalue,
+)
 from src.analysis.spectrum import gap_ratio, hessian_spectral_density, hessian_trace
 from src.core.files import write_json
 from src.core.plots import plot_gain_profile
@@ -128,6 +133,7 @@ class AnalysisCallback(pl.Callback):
         memory_share: float = 0.5,
         dtype: str = "float32",
         every_n_epochs: int = 0,
+        polish_steps: int = 0,
         save_eigenvector: bool = True,
         gains: bool = True,
         gain_restarts: int = 100,
@@ -142,6 +148,7 @@ class AnalysisCallback(pl.Callback):
         self.solver.update(chunk_size=chunk_size, memory_share=memory_share)
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
         self.every_n_epochs = every_n_epochs
+        self.polish_steps = polish_steps
         self.save_eigenvector = save_eigenvector
         self.gains = gains
         self.gain_restarts = gain_restarts
@@ -167,6 +174,7 @@ class AnalysisCallback(pl.Callback):
             memory_share=sharp.get("memory_share", 0.5),
             dtype=sharp.get("dtype", "float32"),
             every_n_epochs=sharp.get("every_n_epochs", 0),
+            polish_steps=sharp.get("polish_steps", 0),
             save_eigenvector=sharp.get("save_eigenvector", True),
             gains=gains.get("enabled", False),
             gain_restarts=gains.get("restarts", 100),
@@ -178,7 +186,7 @@ class AnalysisCallback(pl.Callback):
             density=density_settings(density) if density.get("enabled") else None,
         )  # fmt: skip
 
-    def _sharpness(self, model: MLP, data: TensorData, seed: int):
+    def _sharpness(self, model: MLP, data: TensorData, seed: int, v0=None):
         return top_hessian_eigenvalue(
             model,
             F.mse_loss,  # the training loss, eq. (2) up to the factor 1/d_y (README)
@@ -186,9 +194,33 @@ class AnalysisCallback(pl.Callback):
             data.train_targets,
             dtype=self.dtype,
             seed=seed,
-            v0=self._last_eigenvector,
+            v0=self._last_eigenvector if v0 is None else v0,
             **self.solver,
         )
+
+    def _polished_sharpness(
+        self, model: MLP, data: TensorData, seed: int, raw
+    ) -> tuple[dict[str, Any], Any]:
+        """lambda_max after `polish_steps` full-batch steps of 1 / lambda_raw from the final
+        weights (src.analysis.hessian.polished: the robust value a run's status is judged by),
+        warm-started from the raw eigenvector; with the polish's losses."""
+        polish = polished(
+            model,
+            F.mse_loss,
+            data.train_inputs,
+            data.train_targets,
+            self.polish_steps,
+            1.0 / raw.eigenvalue,
+        )
+        result = self._sharpness(polish.model, data, seed, v0=raw.eigenvector)
+        metrics = {
+            "lambda_max_raw": raw.eigenvalue,
+            "lr_times_lambda_max_raw": self.lr * raw.eigenvalue,
+            "polish_steps": polish.steps,
+            "polish_loss_before": polish.loss_before,
+            "polish_loss_after": polish.loss_after,
+        }
+        return metrics, result
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -240,8 +272,11 @@ class AnalysisCallback(pl.Callback):
     def _measure_sharpness(
         self, logger, model: MLP, data: TensorData, record: RunRecord
     ) -> dict[str, Any]:
+        polish: dict[str, Any] = {}
         try:
-            result = self._sharpness(model, data, record.seed)
+            result = raw = self._sharpness(model, data, record.seed)
+            if self.polish_steps > 0 and raw.eigenvalue > 0:
+                polish, result = self._polished_sharpness(model, data, record.seed, raw)
         except SharpnessNotConverged as err:
             # A measurement that failed is recorded as such, not as a number.
             tracking.set_tags(logger, {"hessian_status": f"not converged: {err}"})
@@ -250,19 +285,23 @@ class AnalysisCallback(pl.Callback):
                 "hessian_status": "not_converged",
                 "hessian_error": str(err),
             }
+        solves = (raw,) if result is raw else (raw, result)
+        hvps, seconds = sum(r.hvps for r in solves), sum(r.seconds for r in solves)
         log.info(
-            "lambda_max = %.6g: %s, %d HVPs, %.1f s",
+            "lambda_max = %.6g (at the final weights %.6g): %s, %d HVPs, %.1f s",
             result.eigenvalue,
+            raw.eigenvalue,
             SOLVER_NAMES.get(result.method, result.method),
-            result.hvps,
-            result.seconds,
+            hvps,
+            seconds,
         )
         metrics = {
             "lambda_max": result.eigenvalue,
             "lr_times_lambda_max": self.lr * result.eigenvalue,
-            "hessian_hvps": result.hvps,
+            **polish,
+            "hessian_hvps": hvps,
             "hessian_residual": result.residual,
-            "hessian_seconds": result.seconds,
+            "hessian_seconds": seconds,
         }
         metrics.update(
             {f"lambda_{i + 1}": value for i, value in enumerate(result.eigenvalues[1:], start=1)}
@@ -278,8 +317,8 @@ class AnalysisCallback(pl.Callback):
         }
         if self.save_eigenvector:
             path = save_eigenvector(
-                self.output_dir / EIGENVECTOR_FILE, result.eigenvector, result.eigenvalue
-            )
+                self.output_dir / EIGENVECTOR_FILE, raw.eigenvector, raw.eigenvalue
+            )  # at the final weights, which the checkpoint holds
             out["eigenvector_path"] = str(path.resolve())
             tracking.set_tags(logger, {"eigenvector_path": out["eigenvector_path"]})
         return out
