@@ -204,6 +204,8 @@ TABLE_S1_RUN_FIELDS = (
     "final_train_loss",
     "final_val_loss",
     "lambda_max",
+    "lr",  # with lr x lambda_max: claim 5's comparability (is the flat run at the edge?)
+    "lr_times_lambda_max",
     "affine_baseline_loss",
     "loss_vs_affine",
     "dead_fraction_max",
