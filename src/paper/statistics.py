@@ -2,6 +2,9 @@
 (`line_fit`), the rank tests and intervals the claims use, and their fixed levels.
 
 Every level here was fixed in advance (issue 11), before any result of this project was seen.
+The ratio interval (`geometric_mean_ratio_ci`) was changed by issue 23 from a percentile
+bootstrap, which covers a true ratio only ~82% of the time at nominal 95% with 3-4 runs per
+method, to a Welch t-interval on the log scale, fixed before its outcome was looked at.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from scipy import stats
 ALPHA = 0.05  # one-sided significance level of every test (fixed in advance)
 CI_LEVEL = 0.95  # two-sided level of every interval
 EXACT_PERMUTATIONS_UP_TO = 8  # exact Spearman permutation p for n <= 8 (8! = 40,320 orderings)
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0
+PERMUTATION_RESAMPLES = 9999  # random splits when the exact enumeration would be larger
+PERMUTATION_SEED = 0
 
 
 def smallest_exact_mwu_p(n1: int, n2: int) -> float:
@@ -29,35 +32,40 @@ def smallest_exact_mwu_p(n1: int, n2: int) -> float:
 
 def mwu_greater(x: Sequence[float], y: Sequence[float]) -> float:
     """One-sided Mann-Whitney p for "x tends to exceed y": exact by permutation (all
-    C(n1 + n2, n1) splits up to BOOTSTRAP_RESAMPLES of them), ties included."""
+    C(n1 + n2, n1) splits up to PERMUTATION_RESAMPLES of them), ties included."""
     if min(len(x), len(y)) < 2:
         return math.nan  # no test with a single run (reported as nan, decides nothing)
     method = stats.PermutationMethod(
-        n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(BOOTSTRAP_SEED)
+        n_resamples=PERMUTATION_RESAMPLES, rng=np.random.default_rng(PERMUTATION_SEED)
     )
     return float(stats.mannwhitneyu(x, y, alternative="greater", method=method).pvalue)
 
 
-def ratio_of_means_ci(
+def geometric_mean_ratio_ci(
     numerator: Sequence[float], denominator: Sequence[float]
-) -> tuple[float, float]:
-    """Percentile bootstrap interval (CI_LEVEL) of mean(numerator) / mean(denominator), the two
-    samples resampled independently. Percentile, not BCa: BCa's jackknife is unstable at n = 3-4.
+) -> tuple[float, float, float]:
+    """The ratio of geometric means gm(numerator) / gm(denominator) with its CI_LEVEL Welch
+    t-interval: the interval of the difference of mean logs (unequal variances, Welch-
+    Satterthwaite degrees of freedom), exponentiated. Returns (ratio, low, high).
+
+    Exact for log-normal samples with equal log variances and close to nominal otherwise,
+    also at n = 3-4 per group, where a percentile bootstrap of a ratio of means is far too
+    narrow (tests/test_claims_rules.py checks the coverage by simulation). Positive values
+    only; at least 2 per group. Two samples without spread give a zero-width interval.
     """
-
-    def ratio(a, b, axis=-1):
-        return np.mean(a, axis=axis) / np.mean(b, axis=axis)
-
-    result = stats.bootstrap(
-        (np.asarray(numerator, float), np.asarray(denominator, float)),
-        ratio,
-        n_resamples=BOOTSTRAP_RESAMPLES,
-        confidence_level=CI_LEVEL,
-        method="percentile",
-        rng=np.random.default_rng(BOOTSTRAP_SEED),
-        vectorized=True,
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    logs_n = np.log(np.asarray(numerator, float))
+    logs_d = np.log(np.asarray(denominator, float))
+    n1, n2 = len(logs_n), len(logs_d)
+    if min(n1, n2) < 2:
+        raise ValueError("a t-interval needs at least 2 values per group")
+    diff = float(logs_n.mean() - logs_d.mean())
+    v1, v2 = logs_n.var(ddof=1) / n1, logs_d.var(ddof=1) / n2
+    se = math.sqrt(v1 + v2)
+    if se == 0:
+        return math.exp(diff), math.exp(diff), math.exp(diff)
+    dof = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+    half = float(stats.t.ppf(0.5 + CI_LEVEL / 2, dof)) * se
+    return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
 
 
 def line_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:

@@ -208,6 +208,7 @@ TABLE_S1_RUN_FIELDS = (
     "final_train_loss",
     "final_val_loss",
     "lambda_max",
+    "lr",  # with lr x lambda_max: claim 5's comparability (is the flat run at the edge?)
     "lr_times_lambda_max",
     "lambda_max_raw",
     "affine_baseline_loss",
