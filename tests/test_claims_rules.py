@@ -147,6 +147,15 @@ def test_interpolation_interval_over_runs_not_pairs():
     assert fails.holds is False and fails.numbers["runs_flat_looks_sharper"] == 1
 
 
+def test_interpolation_undecided_with_fewer_than_three_qualifying_runs():
+    """Two SGD runs reach the ratio, one does not: 2 of 2 is no verdict by runs."""
+    t = s1(sgd=[1.0, 1.0, 4.0], adam=[5.0, 5.0, 5.0])
+    pairs = [pair(f, s, True) for f in range(3) for s in range(3)]
+    claim = claim_interpolation_misleads(pairs, t)
+    assert claim.holds is None and claim.numbers["runs"] == 2
+    assert claim.reason.startswith("2 sgd run(s) in qualifying pairs (need 3)")
+
+
 # --- claim 5: comparability first, then direction and magnitude --------------------------------
 
 

@@ -1005,8 +1005,9 @@ def claim_interpolation_misleads(
         ),
         threshold=(
             "holds: k = N (every qualifying flat run, as the paper: all pairs); does not hold: "
-            f"k <= N/2; undecided between, with no qualifying pair, or with fewer than "
-            f"{MIN_RUNS_PER_METHOD} converged runs per method"
+            f"k <= N/2; undecided between, with no qualifying pair, with N < "
+            f"{MIN_RUNS_PER_METHOD}, or with fewer than {MIN_RUNS_PER_METHOD} converged runs per "
+            "method"
         ),
         threshold_source=(
             f"Sec. 6 / Fig. 7: all {PAIRS_COMPARED} of {PAIRS_COMPARED} pairs; the ratio "
@@ -1074,7 +1075,12 @@ def claim_interpolation_misleads(
         f"fraction 95% CI {fmt_ci([ci.low, ci.high])}; {excluded_text}; {len(skipped)} pairs "
         "skipped (a run not a minimum)"
     )
-    if k == n:
+    if n < MIN_RUNS_PER_METHOD:
+        claim.reason = (
+            f"{n} {flat} run(s) in qualifying pairs (need {MIN_RUNS_PER_METHOD}): too few to "
+            "judge by runs"
+        )
+    elif k == n:
         claim.holds = HOLDS
     elif k <= n / 2:
         claim.holds = FAILS

@@ -13,6 +13,9 @@ import numpy as np
 from src.core.status import CONVERGED
 from src.paper.tables import reason_counts
 from src.report.claims import (
+    EDGE_SENSITIVE,
+    STRICT,
+    WITH_EDGE,
     Claim,
     boundary_depths,
     boundary_fit,
@@ -22,6 +25,7 @@ from src.report.claims import (
     fmt_values,
 )
 from src.report.inputs import ReportInputs
+from src.report.rules import rules_payload
 
 
 def _mean_std(entry: Mapping[str, Any]) -> str:
@@ -162,7 +166,41 @@ def claim_markdown(claim: Claim, title: str) -> list[str]:
     ]
     if claim.reason:
         out.append(f"- Undecided because: {claim.reason}")
+    for name, reading in claim.readings.items():
+        out.append(f"- Reading {READING_LABELS.get(name, name)}: **{reading['verdict']}**")
+        if reading.get("reason") and reading["verdict"] != claim.verdict:
+            out[-1] += f" ({reading['reason']})"
+        if name != STRICT and reading["evidence"] != claim.evidence:
+            out.append(f"  - Evidence: {reading['evidence']}")
     return out
+
+
+READING_LABELS = {
+    STRICT: "converged runs only",
+    WITH_EDGE: "edge-of-stability runs counted as minima",
+}
+
+
+def _reading_verdict(claim: Claim, name: str) -> str:
+    return (claim.readings.get(name) or {}).get("verdict", claim.verdict)
+
+
+def rules_section() -> list[str]:
+    """The rules behind the verdicts and the earlier ones (issue 23 item 6)."""
+    rules = rules_payload()
+    return [
+        "## Rules and their history",
+        "",
+        f"The current rules were fixed in commit `{rules['frozen_at']}`, before the results "
+        "above were computed:",
+        "",
+        *[f"- {rule}" for rule in rules["current"]],
+        "",
+        "Earlier versions of this project applied other rules to results of this profile "
+        "(so some verdicts were published before these rules existed):",
+        "",
+        *[f"- {rule}" for rule in rules["earlier"]],
+    ]
 
 
 def spectra_markdown(spectra: Mapping[str, Any]) -> str:
@@ -215,12 +253,17 @@ def beyond_section(beyond: Sequence[Claim], spectra: Mapping[str, Any] | None) -
         counts = Counter(c.verdict for c in beyond)
         out += [
             f"Same standards as the paper's claims ({counts['holds']} hold, "
-            f"{counts['does not hold']} do not hold, {counts['undecided']} undecided):",
+            f"{counts['does not hold']} do not hold, "
+            f"{counts['undecided'] + counts[EDGE_SENSITIVE]} undecided), each read both ways:",
             "",
-            "| question | verdict | why undecided |",
-            "|---|---|---|",
+            "| question | verdict | converged only | with edge runs | why undecided |",
+            "|---|---|---|---|---|",
         ]
-        out += [f"| {c.statement} | **{c.verdict}** | {c.reason or ''} |" for c in beyond]
+        out += [
+            f"| {c.statement} | **{c.verdict}** | {_reading_verdict(c, STRICT)} | "
+            f"{_reading_verdict(c, WITH_EDGE)} | {c.reason or ''} |"
+            for c in beyond
+        ]
         for claim in beyond:
             out += ["", *claim_markdown(claim, claim.statement)]
     else:
@@ -296,19 +339,28 @@ def render_report(
         inputs.notes.strip(),
         "",
         f"## Claims of Sec. 6 checked on our data ({counts['holds']} hold, "
-        f"{counts['does not hold']} do not hold, {counts['undecided']} undecided)",
+        f"{counts['does not hold']} do not hold, "
+        f"{counts['undecided'] + counts[EDGE_SENSITIVE]} undecided, of which "
+        f"{counts[EDGE_SENSITIVE]} edge-sensitive)",
         "",
-        "Only runs that reached a minimum (status `converged`) enter a statistic. Thresholds "
-        "were fixed from the paper before looking at the data.",
+        "Only runs that reached a minimum enter a statistic. Each claim is judged twice: with "
+        "the runs of status `converged` only, and with the runs at the edge of stability "
+        f"(`edge_of_stability`: {inputs.edge_runs} runs here) counted as minima too; where the "
+        "two readings differ, the verdict is `undecided (edge-sensitive)`. The rules and their "
+        "history are at the end of this section.",
         "",
-        "| claim | verdict | why undecided |",
-        "|---|---|---|",
+        "| claim | verdict | converged only | with edge runs | why undecided |",
+        "|---|---|---|---|---|",
     ]
     for claim in claims:
-        out.append(f"| {claim.statement} | **{claim.verdict}** | {claim.reason or ''} |")
+        out.append(
+            f"| {claim.statement} | **{claim.verdict}** | {_reading_verdict(claim, STRICT)} | "
+            f"{_reading_verdict(claim, WITH_EDGE)} | {claim.reason or ''} |"
+        )
     for i, claim in enumerate(claims, 1):
         out += ["", *claim_markdown(claim, f"Claim {i}: {claim.statement}")]
     out += ["", *decided_section(inputs.profile, claims), ""]
+    out += [*rules_section(), ""]
     out += ["## Run statuses (every run, per stage)", "", status_table(stage_rows(inputs)), ""]
     out += [
         "## Table S1: flat (SGD) vs sharp (Adam) minima, 6 layers (and beyond the paper: "
@@ -367,7 +419,10 @@ def claims_payload(profile: str, claims: Sequence[Claim], beyond: Sequence[Claim
         "profile": profile,
         "claims_holding": verdicts["holds"],
         "claims_not_holding": verdicts["does not hold"],
-        "claims_undecided": verdicts["undecided"],
+        "claims_undecided": verdicts["undecided"] + verdicts[EDGE_SENSITIVE],
+        "claims_edge_sensitive": verdicts[EDGE_SENSITIVE],
+        "readings": dict(READING_LABELS),
+        "rules": rules_payload(),
         "claims": {c.name: c.to_dict() for c in claims},
         "beyond_the_paper": {c.name: c.to_dict() for c in beyond},
     }
