@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from src.core.files import read_csv, read_json
+from src.paper.boundary import probe_rows
 
 # The figures of the report, in order: (caption, path under figures/).
 FIGURES = (
@@ -61,6 +62,9 @@ class ReportInputs:
     gains_by_radius: dict[str, Any] | None = None
     spectra: dict[str, Any] | None = None
     boundary: dict[str, Any] | None = None  # boundary/boundary.json
+    # The bisection's probes (boundary.json's per-depth `probes`): runs of the identity-init
+    # grid at step sizes it lacks, trained with its settings; claims 1 and 3 join its minima.
+    boundary_probes: list[dict] = field(default_factory=list)
     grid_summaries: dict[str, dict] = field(default_factory=dict)
     linear_check: dict[str, Any] | None = None  # linear_check/summary.json
     theory: dict[str, Any] | None = None  # theory/metrics.json
@@ -99,6 +103,7 @@ def load_report_inputs(
     """Read the pipeline's saved results under `results` (results/<stage>/...); figures are
     referenced under `figures_dir`, relative to the report."""
     flat_vs_sharp = results / "flat_vs_sharp"
+    boundary = _optional(results / "boundary" / "boundary.json")
     return ReportInputs(
         profile=profile,
         notes=notes,
@@ -111,7 +116,8 @@ def load_report_inputs(
         flat_vs_sharp=_optional(flat_vs_sharp / "summary.json") or {},
         gains_by_radius=_optional(flat_vs_sharp / "gains_by_radius.json"),
         spectra=_optional(flat_vs_sharp / "spectra.json"),
-        boundary=_optional(results / "boundary" / "boundary.json"),
+        boundary=boundary,
+        boundary_probes=probe_rows(boundary),
         grid_summaries={
             name: read_json(results / name / "summary.json")
             for name in ("grid_identity", "grid_he")
