@@ -155,6 +155,20 @@ def power_law_fit(boundaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]
     return result
 
 
+def _limits(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A stability-table row's fields that one reading of a depth's bracket decides."""
+    lo, hi = entry["bracket"]
+    return {
+        "state": entry["state"],
+        "limited_by": entry.get("limited_by"),
+        "lr_max": entry["lr_max"],
+        "lr_max_hi": hi,
+        "two_over_lr_max": None if lo is None else 2.0 / lo,
+        "two_over_lr_max_hi": None if hi is None else 2.0 / hi,
+        "lambda_max_at_lr_max": (entry.get("lo_run") or {}).get("lambda_max"),
+    }
+
+
 def stability_comparison(
     boundaries: Mapping[int, Mapping[str, Any]],
     grid_rows: Iterable[Mapping[str, Any]],
@@ -169,17 +183,10 @@ def stability_comparison(
     flattest_all = flattest_per_depth([*grid_rows, *probe_rows])
     table = []
     for depth, b in sorted(boundaries.items()):
-        lo, hi = b["bracket"]
         table.append(
             {
                 "depth": depth,
-                "state": b["state"],
-                "limited_by": b.get("limited_by"),
-                "lr_max": b["lr_max"],
-                "lr_max_hi": hi,
-                "two_over_lr_max": None if lo is None else 2.0 / lo,
-                "two_over_lr_max_hi": None if hi is None else 2.0 / hi,
-                "lambda_max_at_lr_max": (b.get("lo_run") or {}).get("lambda_max"),
+                **_limits(b),
                 "flattest_lambda_max": flattest.get(depth, {}).get("lambda_max"),
                 "flattest_lr": flattest.get(depth, {}).get("lr"),
                 "flattest_lambda_max_with_probes": flattest_all.get(depth, {}).get("lambda_max"),
@@ -240,19 +247,7 @@ def boundary_counting_edge(boundary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _stability_limits(row: Mapping[str, Any], entry: Mapping[str, Any] | None) -> dict:
-    if entry is None:
-        return dict(row)
-    lo, hi = entry["bracket"]
-    return {
-        **row,
-        "state": entry["state"],
-        "limited_by": entry.get("limited_by"),
-        "lr_max": entry["lr_max"],
-        "lr_max_hi": hi,
-        "two_over_lr_max": None if lo is None else 2.0 / lo,
-        "two_over_lr_max_hi": None if hi is None else 2.0 / hi,
-        "lambda_max_at_lr_max": (entry.get("lo_run") or {}).get("lambda_max"),
-    }
+    return dict(row) if entry is None else {**row, **_limits(entry)}
 
 
 # --- the bisection's probes as runs of the identity-init grid (claims 1 and 3) ---------------

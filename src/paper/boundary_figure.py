@@ -75,34 +75,35 @@ def draw_lr_max(ax, boundary: Mapping[str, Any]) -> None:
         for b in boundary["depths"].values()
         if (b.get("with_edge") or {}).get("lr_max") not in (None, b.get("lr_max"))
     ]
-    if moved:
-        ax.plot(
-            [b["depth"] for b in moved],
-            [b["with_edge"]["lr_max"] for b in moved],
-            "d",
-            mfc="none",
-            color=GREY,
-            label=r"$\eta_{\max}$ with edge-of-stability runs as minima",
-        )
-    non_monotone = [b for b in bracketed if b.get("non_monotone")]
-    if non_monotone:
-        ax.plot(
-            [b["depth"] for b in non_monotone],
-            [b["lr_max"] for b in non_monotone],
-            "x",
-            color=RED,
-            markersize=10,
-            label="non-monotone (a minimum above a stability failure)",
-        )
-    open_above = _entries(boundary, OPEN_ABOVE)
-    if open_above:
-        ax.plot(
-            [b["depth"] for b in open_above],
-            [b["lr_max"] for b in open_above],
-            "^",
-            color=ORANGE,
-            label="not bracketed (lower bound)",
-        )
+    marks = (  # (entries, their lr_max, plot style and legend)
+        (
+            moved,
+            lambda b: b["with_edge"]["lr_max"],
+            dict(marker="d", mfc="none", color=GREY),
+            r"$\eta_{\max}$ with edge-of-stability runs as minima",
+        ),
+        (
+            [b for b in bracketed if b.get("non_monotone")],
+            lambda b: b["lr_max"],
+            dict(marker="x", color=RED, markersize=10),
+            "non-monotone (a minimum above a stability failure)",
+        ),
+        (
+            _entries(boundary, OPEN_ABOVE),
+            lambda b: b["lr_max"],
+            dict(marker="^", color=ORANGE),
+            "not bracketed (lower bound)",
+        ),
+    )
+    for entries, value, style, label in marks:
+        if entries:
+            ax.plot(
+                [b["depth"] for b in entries],
+                [value(b) for b in entries],
+                ls="none",
+                label=label,
+                **style,
+            )
     fit = boundary.get("fit") or {}
     if fit.get("exponent") is not None and fit.get("points"):
         m = np.geomspace(
