@@ -10,8 +10,10 @@ converged step size and the smallest step size above it that failed for a stabil
 with grid_identity's training settings (its own result store and MLflow experiment
 `boundary`). Writes (relative to --root):
   results/boundary/runs/<key>.json     one result per probe (kept across interruptions)
-  results/boundary/boundary.json       per depth: lr_max, bracket, probes; the power-law fit;
-                                       flattest lambda_max beside 2 / lr_max (dvc metrics)
+  results/boundary/boundary.json       per depth: lr_max, bracket, limited_by, probes (with
+                                       their seed); the same read with edge-of-stability runs
+                                       as minima (`with_edge`, `fit_with_edge`); the power-law
+                                       fit; flattest lambda_max beside 2 / lr_max (dvc metrics)
   results/boundary/boundary.csv        one row per grid run used and per probe
   results/boundary/lr_max.csv          one row per depth: lr_max, its bracket, 2 / lr_max, the
                                        flattest lambda_max (dvc plots)

@@ -24,10 +24,16 @@ from src.paper.boundary import (
     BRACKETED,
     NO_MINIMUM,
     OPEN_ABOVE,
+    READING_FIELDS,
+    WITH_EDGE,
+    boundary_counting_edge,
+    boundary_summary,
     bracket_slope_range,
     loglog_fit,
     power_law_fit,
+    probe_rows,
     stability_comparison,
+    with_probes,
 )
 from src.paper.boundary_figure import boundary_figure
 
@@ -90,6 +96,29 @@ def test_non_monotone_data_is_reported_not_hidden():
     assert b.non_monotone == [4.0]
     below = bracket(2, runs((0.25, "diverged"), (1, "converged"), (2, "unstable")))
     assert (below.lo, below.hi, below.non_monotone) == (1.0, 2.0, [1.0])
+
+
+def test_an_edge_run_moves_the_with_edge_lo_up_not_the_strict_one():
+    rows = runs((1, "converged"), (1.41, "edge_of_stability"), (2, "unstable"), (4, "diverged"))
+    strict, edge = bracket(2, rows), bracket(2, rows, WITH_EDGE)
+    assert (strict.state, strict.lo, strict.hi) == (BRACKETED, 1.0, 2.0)
+    assert [(r["lr"], r["status"]) for r in strict.between] == [(1.41, "edge_of_stability")]
+    assert (edge.state, edge.lo, edge.hi, edge.between) == (BRACKETED, 1.41, 2.0, [])
+    assert strict.limited_by == edge.limited_by == "edge"  # hi ended unstable
+    # an edge-of-stability run is never hi: the boundary above it is the diverged run
+    diverged = runs((1, "converged"), (2, "edge_of_stability"), (4, "diverged"))
+    assert (bracket(2, diverged).hi, bracket(2, diverged).limited_by) == (4.0, "divergence")
+    assert bracket(2, diverged, WITH_EDGE).lo == 2.0
+    assert bracket(2, runs((1, "converged"))).limited_by is None
+
+
+def test_edge_runs_alone_are_a_minimum_only_with_edge_and_non_monotone_per_reading():
+    rows = runs((1, "edge_of_stability"), (2, "diverged"))
+    assert bracket(3, rows).state == NO_MINIMUM
+    assert (bracket(3, rows, WITH_EDGE).state, bracket(3, rows, WITH_EDGE).lo) == (BRACKETED, 1.0)
+    above = runs((1, "converged"), (2, "unstable"), (4, "edge_of_stability"))
+    assert bracket(3, above).non_monotone == []
+    assert bracket(3, above, WITH_EDGE).non_monotone == [4.0]
 
 
 # --- the bisection driver ---------------------------------------------------------------------
@@ -265,6 +294,113 @@ def test_the_figure_is_drawn_from_saved_numbers(tmp_path):
     payload = json.loads(json.dumps(payload))  # as read back from boundary.json
     path = boundary_figure(payload, tmp_path / "fig4d.png")
     assert path.stat().st_size > 1000 and path.with_suffix(".pdf").stat().st_size > 1000
+
+
+def edge_trainer(calls: list):
+    """A fake train_points: every probe ends at the edge of stability (seed 0)."""
+
+    def train_points(points):
+        calls.append(list(points))
+        return [
+            {
+                "status": "edge_of_stability",
+                "reason": "lr_lambda_within_band",
+                "seed": 0,
+                "lambda_max": 2.0 / lr,
+                "key": f"{depth}-{lr}",
+            }
+            for depth, lr in points
+        ]
+
+    return train_points
+
+
+def bisected_summary():
+    """Depths 2-4 bracketed by the grid at [16/m, 32/m] (depth 2 by divergence, 3 and 4 by an
+    unstable run); every probe ends at the edge of stability: a minimum of the with-edge
+    reading, which the search refines (SEARCH_READING), so it goes on to the resolution."""
+    grid = [
+        {"depth": d, "lr": lr, "seed": 0, "status": s, "lambda_max": 1.0, "key": f"{d}-{lr}"}
+        for d in (2, 3, 4)
+        for lr, s in (
+            (16.0 / d, "converged"),
+            (32.0 / d, "diverged" if d == 2 else "unstable"),
+        )
+    ]
+    calls = []
+    boundaries = bisect_boundary(grid, edge_trainer(calls), resolution=RES, max_rounds=4)
+    assert len(calls) == 2  # [8, 16] x 2 -> x 2^(1/2) -> x 2^(1/4): two rounds per depth
+    search = {"resolution": RES, "max_rounds": 4, "max_lr": None}
+    return json.loads(json.dumps(boundary_summary("grid_identity", search, boundaries, grid)))
+
+
+def test_boundary_json_holds_both_readings_and_what_limits_each_depth():
+    summary = bisected_summary()
+    two, four = summary["depths"]["2"], summary["depths"]["4"]
+    assert (two["lr_max"], two["limited_by"], four["limited_by"]) == (8.0, "divergence", "edge")
+    mid = math.sqrt(math.sqrt(8.0 * 16.0) * 16.0)  # the second probe
+    assert two["with_edge"]["lr_max"] == pytest.approx(mid)
+    assert two["with_edge"]["bracket"] == [pytest.approx(mid), 16.0]
+    assert two["with_edge"]["resolution_reached"] and not two["resolution_reached"]
+    assert set(two["with_edge"]) >= {"lr_max", "bracket", "state", "non_monotone", "limited_by"}
+    assert two["with_edge"]["limited_by"] == "divergence" and two["with_edge"]["non_monotone"] == []
+    assert [r["status"] for r in two["between"]] == ["edge_of_stability"] * 2
+    assert summary["fit"]["n"] == summary["fit_with_edge"]["n"] == 3
+    assert summary["fit"]["edge_limited_only"]["depths"] == [3, 4]
+    assert two["probes"][0]["seed"] == 0  # a probe keeps its seed (claims 1 and 3 match on it)
+
+
+def test_boundary_counting_edge_has_the_strict_shape_with_the_with_edge_values():
+    summary = bisected_summary()
+    counted = boundary_counting_edge(summary)
+    assert set(counted) == set(summary) - {"fit_with_edge"}
+    assert counted["fit"] == summary["fit_with_edge"]
+    for depth, entry in summary["depths"].items():
+        assert set(counted["depths"][depth]) == set(entry) - {"with_edge"}
+        for key in READING_FIELDS:
+            assert counted["depths"][depth][key] == entry["with_edge"][key]
+        assert counted["depths"][depth]["probes"] == entry["probes"]
+    row = counted["stability"][0]
+    assert row["lr_max"] == summary["depths"]["2"]["with_edge"]["lr_max"]
+    assert row["two_over_lr_max"] == pytest.approx(2.0 / row["lr_max"])
+    assert summary["depths"]["2"]["lr_max"] == 8.0  # the strict json is left as it was
+    assert [r["lr_max"] for r in summary["stability"]] == [8.0, 16.0 / 3, 4.0]
+
+
+def test_probes_join_the_grid_once_and_only_as_minima():
+    summary = bisected_summary()
+    probes = probe_rows(summary)
+    assert [(p["depth"], p["status"]) for p in probes] == [
+        (d, "edge_of_stability") for d in (2, 2, 3, 3, 4, 4)
+    ]
+    assert probe_rows(None) == []
+    grid = [{"depth": 2, "lr": 1.0, "seed": 0, "status": "converged", "lambda_max": 1.0}]
+    new = [
+        {"depth": 2, "lr": 1.0, "seed": 0, "status": "converged", "lambda_max": 0.1},  # on grid
+        {"depth": 2, "lr": 1.0 + 1e-12, "seed": 0, "status": "converged", "lambda_max": 0.1},
+        {"depth": 2, "lr": 1.0, "seed": None, "status": "converged", "lambda_max": 0.1},
+        {"depth": 2, "lr": 1.0, "seed": 1, "status": "converged", "lambda_max": 0.5},  # new seed
+        {"depth": 2, "lr": 1.41, "seed": 0, "status": "converged", "lambda_max": 0.7},
+        {"depth": 2, "lr": 1.41, "seed": 0, "status": "converged", "lambda_max": 0.7},  # again
+        {"depth": 2, "lr": 2.0, "seed": 0, "status": "edge_of_stability", "lambda_max": 0.9},
+    ]
+    joined = with_probes(grid, new)
+    assert [(r["lr"], r["seed"], r.get("source")) for r in joined] == [
+        (1.0, 0, None),
+        (1.0, 1, "probe"),
+        (1.41, 0, "probe"),
+    ]
+    # counted as minima (a relabelled copy), the edge probe joins too
+    relabelled = [dict(p, status="converged") if p["lr"] == 2.0 else p for p in new]
+    assert [r["lr"] for r in with_probes(grid, relabelled)][-1] == 2.0
+
+
+def test_the_figure_marks_what_limits_each_depth(tmp_path):
+    summary = bisected_summary()
+    summary["depths"]["3"]["non_monotone"] = [16.0]
+    path = boundary_figure(summary, tmp_path / "fig4d.png")
+    assert path.stat().st_size > 1000
+    assert boundary_figure(boundary_counting_edge(summary), tmp_path / "edge.png").exists()
 
 
 # --- the stage ----------------------------------------------------------------------------------

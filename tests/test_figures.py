@@ -124,6 +124,23 @@ def test_only_converged_tiles_are_coloured_and_labelled_by_lambda(close_figures)
     assert image[0, 0] == pytest.approx(0.4)
 
 
+def test_an_edge_of_stability_tile_is_coloured_by_its_lambda_and_marked(close_figures):
+    rows = [*ROWS[:3], run(2, 4.0, "edge_of_stability", lam=0.6, ratio=0.9), *ROWS[4:]]
+    fig = figures.sharpness_figure(rows, "t")
+    top = fig.axes[0]
+    assert sorted(texts(top)) == ["0.2", "0.4", "0.5", "0.6"]
+    assert top.get_images()[0].get_array()[0, 3] == pytest.approx(0.6)
+    lines = {line.get_label(): line.get_xydata().tolist() for line in top.lines}
+    assert lines["edge_of_stability (1)"] == [[3.0, 0.0]]
+    # a tile with a converged seed is not marked as the edge
+    mixed = [*rows, run(2, 4.0, "converged", lam=0.5, ratio=0.8, seed=1)]
+    lines = {
+        line.get_label(): line.get_xydata().tolist()
+        for line in figures.sharpness_figure(mixed, "t").axes[0].lines
+    }
+    assert lines["edge_of_stability (1)"] == []
+
+
 def test_loss_vs_affine_is_written_in_every_tile(close_figures):
     fig = figures.sharpness_figure(ROWS, "t", ratio_span=2.0)
     bottom = fig.axes[1]

@@ -13,6 +13,7 @@ from src.analysis.gains import training_input_gains
 from src.core.status import STATUSES
 from src.domain.models import MLP
 from src.experiments.flat_vs_sharp import pair_plan
+from src.paper.boundary import boundary_counting_edge
 from src.paper.reference import adam_sgd_ratio_interval
 from src.paper.statistics import CI_LEVEL, smallest_exact_mwu_p
 from src.paper.tables import GRID_COLUMNS, grid_rows, summarize_grid, table_s1
@@ -95,6 +96,24 @@ def test_larger_steps_flatter_three_ways():
     assert undecided.holds is None and "converged step sizes" in undecided.reason
 
 
+def test_the_bisections_minima_join_claim_1_without_duplicates():
+    three_lrs = [row(d, lr, d / lr) for d in DEPTHS for lr in (1.0, 2.0, 4.0)]
+    assert claim_larger_steps_flatter(three_lrs).holds is None
+    # a converged probe at a fourth step size per depth decides it
+    probes = [row(d, 2.83, d / 2.83) for d in DEPTHS]
+    claim = claim_larger_steps_flatter(three_lrs, probes)
+    assert claim.holds is True and claim.uncertainty["probes_joined"] == 4
+    assert claim.uncertainty["per_depth"][2]["n"] == 4
+    # probes of runs the grid has (same depth, lr, seed) or that are no minimum add nothing
+    again = [row(d, 2.0, 100.0) for d in DEPTHS]
+    again += [row(d, 2.83, 0.1, "edge_of_stability", "lr_lambda_within_band") for d in DEPTHS]
+    undecided = claim_larger_steps_flatter(three_lrs, again)
+    assert undecided.holds is None and undecided.uncertainty["probes_joined"] == 0
+    # counted as minima (the relabelled copy of the inputs), the edge probes join
+    relabelled = [dict(p, status="converged") for p in again[len(DEPTHS) :]]
+    assert claim_larger_steps_flatter(three_lrs, relabelled).uncertainty["probes_joined"] == 4
+
+
 def test_larger_steps_flatter_ignores_non_minima():
     """A plateau's lambda_max is measured but must not enter the statistic: four converged
     step sizes falling as 1/lr hold; counted, the plateau's sharp end at the largest step
@@ -131,6 +150,38 @@ def test_lr_max_undecided_when_not_bracketed_or_absent():
     assert absent.holds is None and "boundary.json" in absent.reason
 
 
+def test_a_non_monotone_depth_makes_claim_2_undecided_in_each_reading():
+    b = boundary()
+    b["depths"]["6"]["non_monotone"] = [4.0]
+    claim = claim_lr_max_one_over_m(b)
+    assert claim.holds is None and "non-monotone" in claim.reason and "[6]" in claim.reason
+    assert "m=6 at lr [4]" in claim.evidence and claim.uncertainty["non_monotone"] == {6: [4.0]}
+    # the reading with edge runs as minima (boundary_counting_edge) has its own non_monotone
+    for entry in b["depths"].values():
+        entry["with_edge"] = {**entry, "non_monotone": [], "limited_by": "edge"}
+    b["depths"]["8"]["with_edge"]["non_monotone"] = [3.0]
+    b["fit_with_edge"] = b["fit"] = {}
+    counted = claim_lr_max_one_over_m(boundary_counting_edge(b))
+    assert counted.holds is None and "[8]" in counted.reason and "6" not in counted.reason
+    assert "limited by edge" in counted.evidence
+
+
+def test_claim_2_names_what_limits_each_depth_and_describes_the_edge_limited_fit():
+    b = boundary()
+    for d, entry in b["depths"].items():
+        entry["limited_by"] = "divergence" if d == "2" else "edge"
+    b["fit"] = {
+        "exponent": -1.0,
+        "ci95": [-1.2, -0.8],
+        "edge_limited_only": {"depths": [4, 6, 8], "exponent": -0.9, "ci95": [-2.0, 0.2]},
+    }
+    claim = claim_lr_max_one_over_m(b)
+    assert claim.holds is True  # the descriptive fit decides nothing
+    assert "m=2: lr_max 8 in [8, 9.51] (bracketed, limited by divergence)" in claim.evidence
+    assert "edge-limited depths [4, 6, 8] alone -0.9" in claim.evidence
+    assert claim.numbers["edge_limited_only"]["exponent"] == -0.9
+
+
 # --- claim 3 ---------------------------------------------------------------------------------
 
 
@@ -153,6 +204,18 @@ def test_flattest_linear_in_m_three_ways():
     assert flat.holds is None and "contains 0" in flat.reason
     too_few = claim_flattest_linear_in_m([row(2, 1.0, 1.0), row(4, 1.0, 2.0)])
     assert too_few.holds is None and "2 depths" in too_few.reason
+
+
+def test_the_flattest_minimum_comes_from_grid_and_probes_without_duplicates():
+    grid = [row(d, 1.0, 0.5 * d) for d in DEPTHS]
+    probes = [row(4, 1.41, 1.0), row(4, 1.0, 0.01), row(6, 1.68, 0.001, "unstable")]
+    claim = claim_flattest_linear_in_m(grid, boundary(), probes)
+    assert claim.uncertainty["flattest"][4] == {"lambda_max": 1.0, "lr": 1.41}  # the probe's
+    assert claim.uncertainty["flattest"][6]["lambda_max"] == 3.0  # unstable: no minimum
+    assert claim.uncertainty["flattest_from_probes"] == [4]
+    assert "m=4: 1 (lr 1.41, probe)" in claim.evidence
+    inputs = ReportInputs(identity=grid, boundary=boundary(), boundary_probes=probes)
+    assert check_claims(inputs)[2].uncertainty["flattest_from_probes"] == [4]
 
 
 # --- claim 4 ---------------------------------------------------------------------------------
@@ -426,6 +489,7 @@ def test_render_report_states_tests_thresholds_and_statuses():
     assert "## What the CPU proxy decides" in text
     assert "- `adam_sharper`: fewer than 3 converged runs per method" in text
     assert "| 4 | 4 | [4, 4.76] | bracketed |" in text  # lr_max(m) with its bracket
+    assert "| limited by |" in text and "| with edge: lr_max |" in text
     assert "![Fig](../figures/f.png)" in text
     for claim in claims:
         json.dumps(claim.to_dict())  # claims.json stays machine-readable

@@ -5,8 +5,12 @@ with depth like the flattest minimum's sharpness rises, since a minimum is linea
 SGD of step eta only when lambda_max <= 2/eta (App. I, eq. S4). A grid with a factor 2 between
 step sizes places that boundary only within a factor 2, and an empty tile above the last
 converged run may be a budget or plateau failure rather than instability. Here the boundary is
-bracketed from below by a converged run and from above by a run that fails for a stability
-reason (`STABILITY_FAILURES`), and refined by bisection in log step size to a set resolution.
+bracketed from below by a minimum and from above by a run that fails for a stability reason
+(`STABILITY_FAILURES`: diverged, or unstable beyond the band of the limit), and refined by
+bisection in log step size to a set resolution. Each bracket is read twice from the same runs
+(issue 23, item 3): strictly (a minimum is a `converged` run; an `edge_of_stability` run is
+neither end) and with edge-of-stability runs counted as minima (`with_edge`); the bisection
+refines the strict bracket.
 
 The bracket logic reads rows of results and the bisection driver trains only through the
 `train_points` callable its caller provides: `store_trainer` gives one that trains a round's
@@ -23,9 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from src.core.files import read_csv
-from src.core.status import CONVERGED, STABILITY_FAILURES
+from src.core.status import STABILITY_FAILURES
 from src.experiments.grid import run_points
-from src.paper.boundary import BRACKETED, NO_MINIMUM, OPEN_ABOVE
+from src.paper.boundary import (
+    BRACKETED,
+    MINIMUM_STATUSES,
+    NO_MINIMUM,
+    OPEN_ABOVE,
+    READING_FIELDS,
+    STRICT,
+    WITH_EDGE,
+    limited_by,
+)
 from src.paper.tables import grid_row
 from src.runtime.params import ParamsError
 
@@ -43,13 +56,14 @@ TrainPoints = Callable[[list[Point]], list[dict[str, Any]]]
 class Bracket:
     """Where one depth's stability boundary lies, read from its runs (`bracket`).
 
-    lo: the largest converged step size below the lowest stability failure above a converged run;
+    lo: the largest step size of a minimum below the lowest stability failure above a minimum;
     hi: that stability failure. `lo_run` / `hi_run` are the rows behind them.
-    between: runs with lo < lr < hi (or above lo when open) that failed for another reason
-        (plateau, budget, unverified): they say the boundary is not clean there.
-    non_monotone: converged step sizes at or above a stability failure (above hi, or above a
-        failure below every converged run); reported, never hidden, because the boundary is
-        then not one threshold.
+    between: runs with lo < lr < hi (or above lo when open) that are neither a minimum nor a
+        stability failure (plateau, budget, unverified; edge of stability in the strict
+        reading): they say the boundary is not clean there.
+    non_monotone: step sizes of minima at or above a stability failure (above hi, or above a
+        failure below every minimum); reported, never hidden, because the boundary is then not
+        one threshold.
     """
 
     depth: int
@@ -64,6 +78,26 @@ class Bracket:
     @property
     def ratio(self) -> float | None:
         return self.hi / self.lo if self.state == BRACKETED else None
+
+    @property
+    def limited_by(self) -> str | None:
+        """'divergence' (hi diverged) or 'edge' (hi unstable); None when not bracketed."""
+        return limited_by(self.hi_run)
+
+    def reading(self) -> dict[str, Any]:
+        """The fields of boundary.json that this reading of the runs decides."""
+        values = {
+            "lr_max": self.lo,
+            "bracket": [self.lo, self.hi],
+            "state": self.state,
+            "non_monotone": self.non_monotone,
+            "limited_by": self.limited_by,
+            "ratio": self.ratio,
+            "lo_run": self.lo_run,
+            "hi_run": self.hi_run,
+            "between": self.between,
+        }
+        return {k: values[k] for k in READING_FIELDS}
 
 
 def run_summary(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,15 +116,18 @@ def is_stability_failure(row: Mapping[str, Any]) -> bool:
     return row["status"] in STABILITY_FAILURES
 
 
-def bracket(depth: int, rows: Iterable[Mapping[str, Any]]) -> Bracket:
+def bracket(depth: int, rows: Iterable[Mapping[str, Any]], reading: str = STRICT) -> Bracket:
     """The bracket of one depth's stability boundary from its runs (rows with lr and status).
 
     hi is the smallest step size that failed for a stability reason above the smallest
-    converged one (the first place the minimum is lost to instability, not to budget), lo the
-    largest converged step size below hi. Converged runs above hi make the data non-monotone.
+    minimum (the first place the minimum is lost to instability, not to budget), lo the
+    largest step size of a minimum below hi. Minima above hi make the data non-monotone.
+    `reading` says which statuses are minima (MINIMUM_STATUSES): strict (converged) or
+    with_edge (converged or edge_of_stability).
     """
+    minimum = MINIMUM_STATUSES[reading]
     runs = sorted((dict(r) for r in rows), key=lambda r: float(r["lr"]))
-    converged = [r for r in runs if r["status"] == CONVERGED]
+    converged = [r for r in runs if r["status"] in minimum]
     if not converged:
         return Bracket(depth, NO_MINIMUM, between=[run_summary(r) for r in runs])
     smallest = float(converged[0]["lr"])
@@ -102,7 +139,7 @@ def bracket(depth: int, rows: Iterable[Mapping[str, Any]]) -> Bracket:
     between = [
         run_summary(r)
         for r in runs
-        if lo < float(r["lr"]) < hi and r["status"] != CONVERGED and not is_stability_failure(r)
+        if lo < float(r["lr"]) < hi and r["status"] not in minimum and not is_stability_failure(r)
     ]
     # converged at or above a stability failure: the boundary is not one threshold there
     lowest_failure = min(
@@ -150,6 +187,13 @@ def _describe(run: Mapping[str, Any]) -> str:
     return f"{run['status']}{reason} at lr {float(run['lr']):g} ({run.get('source') or 'run'})"
 
 
+# The reading whose bracket the bisection refines: the boundary is where stability fails, and
+# SGD runs just below it end at the edge of stability (r = lr x lambda_max / 2 near 1), which
+# the band calls stable; refining the strict bracket would stop at the first such probe. The
+# strict reading's lo (the largest converged step size) is read off the same runs, coarser.
+SEARCH_READING = WITH_EDGE
+
+
 @dataclass
 class DepthSearch:
     """The state of one depth's search between rounds."""
@@ -159,8 +203,8 @@ class DepthSearch:
     probes: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str | None = None
 
-    def current(self) -> Bracket:
-        return bracket(self.depth, self.runs)
+    def current(self, reading: str = STRICT) -> Bracket:
+        return bracket(self.depth, self.runs, reading)
 
 
 def next_probe(
@@ -170,12 +214,12 @@ def next_probe(
 
     Bisection while the bracket is wider than `resolution`; an open bracket is first extended
     upward by factors of 2 (up to `max_lr`; None: no extension). A probe that came back with a
-    status that is neither converged nor a stability failure ends the search: the boundary
-    above lo is then not shown to be a stability boundary.
+    status that is neither a minimum (in SEARCH_READING) nor a stability failure ends the
+    search: the boundary above lo is then not shown to be a stability boundary.
     """
-    b = search.current()
+    b = search.current(SEARCH_READING)
     if b.state == NO_MINIMUM:
-        return None, "no converged run: nothing to bracket"
+        return None, "no minimum (converged or edge of stability): nothing to bracket"
     if b.state == OPEN_ABOVE:
         top = max(float(r["lr"]) for r in search.runs)
         if max_lr is None or 2.0 * top > max_lr * (1.0 + RATIO_SLACK):
@@ -203,7 +247,8 @@ def bisect_boundary(
     runs: the starting rows (e.g. the grid's: depth, lr, status, reason, key).
     train_points: trains a round's points, one per depth still searching, all together (so a
         round across depths runs in parallel), and returns one row per point in their order.
-    A probe that converges raises lo, one that fails for a stability reason lowers hi; any other
+    A probe that reaches a minimum (converged or at the edge of stability: SEARCH_READING)
+    raises lo, one that fails for a stability reason lowers hi; any other
     status ends that depth's search with the reason recorded (the bracket above must be a
     stability failure, not a spent budget). Returns `boundary_entry` per depth.
     """
@@ -228,7 +273,8 @@ def bisect_boundary(
             search = searches[depth]
             search.runs.append(probe)
             search.probes.append(probe)
-            if probe["status"] != CONVERGED and not is_stability_failure(probe):
+            minimum = probe["status"] in MINIMUM_STATUSES[SEARCH_READING]
+            if not minimum and not is_stability_failure(probe):
                 search.stop_reason = (
                     f"stopped: {_describe(probe)} inside the bracket (not a stability failure)"
                 )
@@ -240,21 +286,17 @@ def bisect_boundary(
 
 
 def boundary_entry(search: DepthSearch, resolution: float) -> dict[str, Any]:
-    """One depth's outcome: lr_max (= lo), its bracket, whether the resolution was reached,
-    the runs behind each end, and every probe with its status and reason."""
-    b = search.current()
+    """One depth's outcome: lr_max (= lo), its bracket, what limits it, whether the resolution
+    was reached, the runs behind each end, and every probe with its status and reason; all in
+    the strict reading, with the reading that counts edge-of-stability runs as minima beside
+    it (`with_edge`: lr_max, bracket, state, non_monotone, limited_by, ...)."""
+    b, edge = search.current(), search.current(WITH_EDGE)
     return {
         "depth": search.depth,
-        "state": b.state,
-        "lr_max": b.lo,
-        "bracket": [b.lo, b.hi],
-        "ratio": b.ratio,
+        **b.reading(),
         "resolution": resolution,
         "resolution_reached": resolved(b, resolution),
-        "lo_run": b.lo_run,
-        "hi_run": b.hi_run,
-        "between": b.between,
-        "non_monotone": b.non_monotone,
+        WITH_EDGE: {**edge.reading(), "resolution_reached": resolved(edge, resolution)},
         "stop_reason": search.stop_reason,
         "rounds": max((p["round"] for p in search.probes), default=0),
         "probes": [probe_summary(p) for p in search.probes],
@@ -272,6 +314,9 @@ def probe_summary(probe: Mapping[str, Any]) -> dict[str, Any]:
 PROBE_FIELDS = (
     "depth",
     "lr",
+    "seed",
+    "init",
+    "optimizer",
     "status",
     "reason",
     "final_train_loss",

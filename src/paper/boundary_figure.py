@@ -2,8 +2,10 @@
 `results/boundary/boundary.json` only (nothing here trains).
 
 Left: lr_max per depth with its bracket [lo, hi] (lo: the largest converged step size, hi: the
-smallest step size above it that diverged or was linearly unstable), the power law fitted to
-the bracketed depths with its confidence band, and a 1/m line for reference. Right: the flattest
+smallest step size above it that diverged or was unstable beyond the band), marked by what
+limits it (divergence or the edge of stability), non-monotone depths crossed, lr_max with
+edge-of-stability runs counted as minima where it differs (open diamonds), the power law fitted
+to the bracketed depths with its confidence band, and a 1/m line for reference. Right: the flattest
 converged lambda_max per depth beside 2 / lr_max, the sharpness above which SGD at step lr_max
 cannot stay at a minimum (App. I, eq. S4: linearly stable only if lambda_max <= 2 / eta).
 """
@@ -17,11 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from src.core.plots import BLUE, GREY, ORANGE, RED, plt, save
+from src.core.plots import BLUE, GREEN, GREY, ORANGE, RED, plt, save
 
 FORMATS = ("png", "pdf")
 BRACKETED = "bracketed"
 OPEN_ABOVE = "open_above"
+# Bracketed depths by what limits the boundary (boundary.json's `limited_by`): marker, colour
+# and legend; None: an entry written before issue 23 said nothing about it.
+LIMIT_STYLES = (
+    ("divergence", "o", BLUE, r"$\eta_{\max}$ limited by divergence (bar: up to hi)"),
+    ("edge", "s", GREEN, r"$\eta_{\max}$ limited by the edge ($\eta\lambda$ beyond the band)"),
+    (None, "D", GREY, r"$\eta_{\max}$ (bar: up to first stability failure)"),
+)
 
 
 def _entries(boundary: Mapping[str, Any], state: str) -> list[Mapping[str, Any]]:
@@ -45,28 +54,56 @@ def draw_lr_max(ax, boundary: Mapping[str, Any]) -> None:
     """lr_max(m) on log-log axes: brackets as error bars, open brackets as lower bounds, the
     fitted power law with its band (ci95_with_bracket, else the OLS interval), and 1/m."""
     bracketed = _entries(boundary, BRACKETED)
-    if bracketed:
-        depths = np.array([b["depth"] for b in bracketed], float)
-        lo = np.array([b["bracket"][0] for b in bracketed])
-        hi = np.array([b["bracket"][1] for b in bracketed])
+    for limit, marker, color, label in LIMIT_STYLES:
+        group = [b for b in bracketed if b.get("limited_by") == limit]
+        if not group:
+            continue
+        depths = np.array([b["depth"] for b in group], float)
+        lo = np.array([b["bracket"][0] for b in group])
+        hi = np.array([b["bracket"][1] for b in group])
         ax.errorbar(
             depths,
             lo,
             yerr=[np.zeros_like(lo), hi - lo],
-            fmt="o",
-            color=BLUE,
+            fmt=marker,
+            color=color,
             capsize=3,
-            label=r"$\eta_{\max}$ (bar: up to first stability failure)",
+            label=label,
         )
-    open_above = _entries(boundary, OPEN_ABOVE)
-    if open_above:
-        ax.plot(
-            [b["depth"] for b in open_above],
-            [b["lr_max"] for b in open_above],
-            "^",
-            color=ORANGE,
-            label="not bracketed (lower bound)",
-        )
+    moved = [
+        b
+        for b in boundary["depths"].values()
+        if (b.get("with_edge") or {}).get("lr_max") not in (None, b.get("lr_max"))
+    ]
+    marks = (  # (entries, their lr_max, plot style and legend)
+        (
+            moved,
+            lambda b: b["with_edge"]["lr_max"],
+            dict(marker="d", mfc="none", color=GREY),
+            r"$\eta_{\max}$ with edge-of-stability runs as minima",
+        ),
+        (
+            [b for b in bracketed if b.get("non_monotone")],
+            lambda b: b["lr_max"],
+            dict(marker="x", color=RED, markersize=10),
+            "non-monotone (a minimum above a stability failure)",
+        ),
+        (
+            _entries(boundary, OPEN_ABOVE),
+            lambda b: b["lr_max"],
+            dict(marker="^", color=ORANGE),
+            "not bracketed (lower bound)",
+        ),
+    )
+    for entries, value, style, label in marks:
+        if entries:
+            ax.plot(
+                [b["depth"] for b in entries],
+                [value(b) for b in entries],
+                ls="none",
+                label=label,
+                **style,
+            )
     fit = boundary.get("fit") or {}
     if fit.get("exponent") is not None and fit.get("points"):
         m = np.geomspace(

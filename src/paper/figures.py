@@ -26,7 +26,15 @@ from matplotlib.lines import Line2D
 
 from src.core.files import finite_or_none, read_csv
 from src.core.plots import BLUE, GREEN, GREY, ORANGE, RED, draw_gain_profile, plt, save
-from src.core.status import BUDGET_EXHAUSTED, CONVERGED, DIVERGED, PLATEAU, UNSTABLE, UNVERIFIED
+from src.core.status import (
+    BUDGET_EXHAUSTED,
+    CONVERGED,
+    DIVERGED,
+    EDGE_OF_STABILITY,
+    PLATEAU,
+    UNSTABLE,
+    UNVERIFIED,
+)
 from src.paper.statistics import line_fit
 from src.paper.tables import flattest_per_depth
 
@@ -43,6 +51,8 @@ STATUS_STYLES: dict[str, tuple[str, str]] = {
     UNSTABLE: ("^", RED),  # eta * lambda_max above the linear-stability limit
     DIVERGED: ("X", "black"),
     UNVERIFIED: ("$?$", "#9467bd"),  # the Hessian solve failed: no lambda_max to check
+    # stationary below affine with eta * lambda_max near the limit: drawn over its tile's colour
+    EDGE_OF_STABILITY: ("d", "#17becf"),
 }
 # Statuses this module does not know (older results' `not_converged`, UNKNOWN) get these, in
 # order, so that every status still has a mark of its own.
@@ -133,20 +143,29 @@ class Tile:
     runs: tuple[dict, ...]
 
     @property
-    def converged(self) -> list[dict]:
-        return [r for r in self.runs if r["status"] == CONVERGED]
+    def minima(self) -> list[dict]:
+        """Converged runs, else the runs at the edge of stability (stationary below the affine
+        denoiser; the tile is coloured by them and marked as such)."""
+        for status in (CONVERGED, EDGE_OF_STABILITY):
+            runs = [r for r in self.runs if r["status"] == status]
+            if runs:
+                return runs
+        return []
 
     @property
     def lambda_max(self) -> float | None:
-        """Sharpness of the minima reached (converged runs only: the others are no minima)."""
-        return _geometric_mean([r["lambda_max"] for r in self.converged])
+        """Sharpness of the minima reached (`minima`: the other runs are no minima)."""
+        return _geometric_mean([r["lambda_max"] for r in self.minima])
 
     @property
     def mark(self) -> str | None:
-        """The status drawn on the tile when no run converged: the most common one (ties go to
-        the earlier status in STATUS_ORDER)."""
-        if self.converged:
+        """The status drawn on the tile when no run converged: edge_of_stability over the
+        colour of its minima, else the most common one (ties go to the earlier status in
+        STATUS_ORDER)."""
+        if any(r["status"] == CONVERGED for r in self.runs):
             return None
+        if self.minima:
+            return EDGE_OF_STABILITY
         counts = status_counts(list(self.runs))
         return max(counts, key=lambda s: counts[s])  # max keeps the first of equal counts
 
@@ -171,7 +190,7 @@ def sharpness_limits(*row_sets: Sequence[dict]) -> tuple[float, float] | None:
         r["lambda_max"]
         for rows in row_sets
         for r in normalize_rows(rows)
-        if r["status"] == CONVERGED and r["lambda_max"] and r["lambda_max"] > 0
+        if r["status"] in (CONVERGED, EDGE_OF_STABILITY) and r["lambda_max"] and r["lambda_max"] > 0
     ]
     return (min(values), max(values)) if values else None
 
@@ -225,8 +244,8 @@ def _draw_sharpness(fig: Figure, ax, depths, lrs, tiles, limits) -> None:
         if tile.lambda_max is None:
             continue
         label = f"{tile.lambda_max:.3g}"
-        if len(tile.converged) < len(tile.runs):  # some seeds of this cell did not converge
-            label += f"\n{len(tile.converged)}/{len(tile.runs)}"
+        if len(tile.minima) < len(tile.runs):  # some seeds of this cell did not converge
+            label += f"\n{len(tile.minima)}/{len(tile.runs)}"
         colour = _text_colour(image.cmap(image.norm(tile.lambda_max)))
         ax.text(j, i, label, ha="center", va="center", fontsize=6, color=colour)
     _draw_marks(ax, tiles)

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import stats
 
 from src.core.status import CONVERGED, DIVERGED, STABILITY_FAILURES, UNSTABLE
+from src.paper.boundary import with_probes
 from src.paper.reference import PAIRS_COMPARED, adam_sgd_ratio_interval
 from src.paper.statistics import (
     ALPHA,
@@ -155,9 +156,12 @@ def fmt_ci(ci: Sequence[float] | None) -> str:
 # --- claims 1-4: the step-size grids (Figs 4-5) ----------------------------------------------
 
 
-def claim_larger_steps_flatter(rows: Sequence[dict]) -> Claim:
-    """Fig. 4a: per depth, Spearman's rho of step size vs lambda_max over converged runs, one-
-    sided exact permutation p; the depths combined by Fisher's method."""
+def claim_larger_steps_flatter(rows: Sequence[dict], probes: Sequence[dict] = ()) -> Claim:
+    """Fig. 4a: per depth, Spearman's rho of step size vs lambda_max over converged runs (the
+    grid's and the bisection's converged probes, `with_probes`), one-sided exact permutation
+    p; the depths combined by Fisher's method."""
+    rows = with_probes(rows, probes)
+    joined = sum(r.get("source") == "probe" for r in rows)
     statement = "Larger step sizes lead to flatter minima (Fig. 4a)."
     claim = Claim(
         "larger_steps_flatter",
@@ -165,7 +169,8 @@ def claim_larger_steps_flatter(rows: Sequence[dict]) -> Claim:
         UNDECIDED,
         "",
         statistic=(
-            "per depth: Spearman rho of step size vs lambda_max over converged runs, one-sided "
+            "per depth: Spearman rho of step size vs lambda_max over converged runs (grid and "
+            "the bisection's converged probes, same settings), one-sided "
             f"exact permutation p (depths with >= {MIN_STEP_SIZES} converged step sizes); "
             "depths combined by Fisher's method"
         ),
@@ -193,7 +198,11 @@ def claim_larger_steps_flatter(rows: Sequence[dict]) -> Claim:
             "p_greater": spearman_one_sided(lrs, lams, "greater"),
             "n": len(points),
         }
-    claim.uncertainty = {"per_depth": per_depth, "too_few_step_sizes": too_few}
+    claim.uncertainty = {
+        "per_depth": per_depth,
+        "too_few_step_sizes": too_few,
+        "probes_joined": joined,
+    }
     if len(per_depth) < 2:
         claim.reason = (
             f"fewer than 2 depths with >= {MIN_STEP_SIZES} converged step sizes "
@@ -210,6 +219,7 @@ def claim_larger_steps_flatter(rows: Sequence[dict]) -> Claim:
             for d, v in per_depth.items()
         )
         + f"; Fisher combined p(rho<0) {p_less:.3g}, p(rho>0) {p_greater:.3g}"
+        + f"; {joined} converged bisection probes joined the grid"
     )
     if too_few:
         claim.evidence += f"; depths left out (converged step sizes < {MIN_STEP_SIZES}): {too_few}"
@@ -270,11 +280,15 @@ def claim_lr_max_one_over_m(boundary: Mapping[str, Any] | None) -> Claim:
         statistic=(
             "exponent p of lr_max(m) ~ c m^p over the bisection's bracketed depths, with its 95% "
             "interval (the bisection's own, including the brackets' width; else a t-interval "
-            "on log lr_max vs log m)"
+            "on log lr_max vs log m). A depth's boundary: lo = the largest step size of a "
+            "minimum below hi = the smallest step size above a minimum that diverged or was "
+            "unstable beyond the band; limited by divergence or by the edge (hi's status)"
         ),
         threshold=(
             "holds: interval contains -1 and excludes 0; does not hold: interval excludes -1; "
-            "undecided: contains both, or any depth not bracketed"
+            "undecided: contains both, any depth not bracketed, or any depth non-monotone (a "
+            "minimum at or above a stability failure: no single boundary; fixed in advance, "
+            "issue 23)"
         ),
         threshold_source=(
             "Thm 1 and Fig. 4a: the flattest minimum's lambda_max grows like m and SGD is "
@@ -288,17 +302,41 @@ def claim_lr_max_one_over_m(boundary: Mapping[str, Any] | None) -> Claim:
         claim.evidence = claim.reason
         return claim
     states = {d: e.get("state") for d, e in depths.items()}
+    non_monotone = {d: list(e["non_monotone"]) for d, e in depths.items() if e.get("non_monotone")}
     claim.uncertainty = {
         "brackets": {d: e.get("bracket") for d, e in depths.items()},
         "states": states,
+        "limited_by": {d: e.get("limited_by") for d, e in depths.items()},
+        "non_monotone": non_monotone,
     }
     claim.evidence = ", ".join(
-        f"m={d}: lr_max {fmt(e.get('lr_max'))} in {fmt_ci(e.get('bracket'))} ({e.get('state')})"
+        f"m={d}: lr_max {fmt(e.get('lr_max'))} in {fmt_ci(e.get('bracket'))} ({e.get('state')}"
+        + (f", limited by {e['limited_by']}" if e.get("limited_by") else "")
+        + ")"
         for d, e in depths.items()
     )
+    if non_monotone:
+        claim.evidence += "; non-monotone (a minimum at or above a stability failure): " + (
+            ", ".join(f"m={d} at lr {fmt_values(lrs)}" for d, lrs in non_monotone.items())
+        )
+    edge_only = boundary_fit(boundary).get("edge_limited_only") or {}
+    if edge_only.get("exponent") is not None:  # descriptive only: no verdict rests on it
+        claim.numbers["edge_limited_only"] = edge_only
+        claim.evidence += (
+            f"; descriptive: exponent over the edge-limited depths {edge_only.get('depths')} "
+            f"alone {fmt(edge_only['exponent'])}, 95% CI {fmt_ci(edge_only.get('ci95'))}"
+        )
     open_depths = {d: s for d, s in states.items() if s != "bracketed"}
+    reasons = []
     if open_depths:
-        claim.reason = f"boundary not bracketed at depths {open_depths}"
+        reasons.append(f"boundary not bracketed at depths {open_depths}")
+    if non_monotone:
+        reasons.append(
+            f"non-monotone boundary at depths {sorted(non_monotone)} (a minimum at or above "
+            "a stability failure: not one threshold)"
+        )
+    if reasons:
+        claim.reason = "; ".join(reasons)
         return claim
     if len(depths) < MIN_DEPTHS:
         claim.reason = f"bracketed at {len(depths)} depths only (need {MIN_DEPTHS})"
@@ -322,17 +360,20 @@ def claim_lr_max_one_over_m(boundary: Mapping[str, Any] | None) -> Claim:
 
 
 def claim_flattest_linear_in_m(
-    rows: Sequence[dict], boundary: Mapping[str, Any] | None = None
+    rows: Sequence[dict], boundary: Mapping[str, Any] | None = None, probes: Sequence[dict] = ()
 ) -> Claim:
-    """Fig. 4b / Thm 1 eq. (17): the flattest converged minimum per depth; its slope against m
-    with a t-interval, and the log-log exponent (1 for linear growth) with a t-interval."""
+    """Fig. 4b / Thm 1 eq. (17): the flattest converged minimum per depth (of the grid and the
+    bisection's converged probes, `with_probes`); its slope against m with a t-interval, and
+    the log-log exponent (1 for linear growth) with a t-interval."""
+    rows = with_probes(rows, probes)
     claim = Claim(
         "flattest_linear_in_m",
         "The sharpness of the flattest minimum grows roughly linearly with depth (Fig. 4b, Thm 1).",
         UNDECIDED,
         "",
         statistic=(
-            "flattest converged lambda_max per depth: least-squares slope vs m and exponent of "
+            "flattest converged lambda_max per depth (grid and the bisection's converged probes, "
+            "same settings): least-squares slope vs m and exponent of "
             "lambda ~ m^q, each with a 95% t-interval over depths; 2/lr_max beside (bisection)"
         ),
         threshold=(
@@ -346,6 +387,12 @@ def claim_flattest_linear_in_m(
         ),
     )
     best = flattest_per_depth(rows)
+    from_probes = {  # depths whose flattest minimum is a probe's
+        int(r["depth"])
+        for r in minima(rows)
+        if r.get("source") == "probe"
+        and float(r["lambda_max"]) == best[int(r["depth"])]["lambda_max"]
+    }
     depths = list(best)
     lams = [v["lambda_max"] for v in best.values()]
     claim.uncertainty = {"flattest": {d: v for d, v in best.items()}}
@@ -369,8 +416,14 @@ def claim_flattest_linear_in_m(
     claim.evidence = (
         f"slope {linear['slope']:.3g} per layer, 95% CI {fmt_ci(linear['ci'])}; exponent "
         f"{power['slope']:.2f}, 95% CI {fmt_ci(power['ci'])}; "
-        + ", ".join(f"m={d}: {v['lambda_max']:.3g} (lr {v['lr']:g})" for d, v in best.items())
+        + ", ".join(
+            f"m={d}: {v['lambda_max']:.3g} (lr {v['lr']:g}"
+            + (", probe" if d in from_probes else "")
+            + ")"
+            for d, v in best.items()
+        )
     )
+    claim.uncertainty["flattest_from_probes"] = sorted(from_probes)
     if stability:
         claim.evidence += "; flattest / (2/lr_max): " + ", ".join(
             f"m={d}: {v['ratio']:.2f}" for d, v in stability.items()
@@ -1267,9 +1320,9 @@ def paper_claims(inputs: ReportInputs) -> list[Claim]:
     flat, sharp = inputs.methods[:2]
     table = inputs.table_s1
     return [
-        claim_larger_steps_flatter(inputs.identity),
+        claim_larger_steps_flatter(inputs.identity, inputs.boundary_probes),
         claim_lr_max_one_over_m(inputs.boundary),
-        claim_flattest_linear_in_m(inputs.identity, inputs.boundary),
+        claim_flattest_linear_in_m(inputs.identity, inputs.boundary, inputs.boundary_probes),
         claim_he_sharper(inputs.identity, inputs.he),
         claim_adam_sharper(table, flat, sharp),
         claim_flat_gains_balanced(inputs.gains, flat, sharp, table, inputs.gains_by_radius),

@@ -11,6 +11,7 @@ from typing import Any
 
 from src.core.files import read_csv, read_json
 from src.core.status import CONVERGED, EDGE_OF_STABILITY
+from src.paper.boundary import boundary_counting_edge, probe_rows
 from src.paper.tables import table_s1_from_entries
 
 # The figures of the report, in order: (caption, path under figures/).
@@ -63,6 +64,9 @@ class ReportInputs:
     gains_by_radius: dict[str, Any] | None = None
     spectra: dict[str, Any] | None = None
     boundary: dict[str, Any] | None = None  # boundary/boundary.json
+    # The bisection's probes (boundary.json's per-depth `probes`): runs of the identity-init
+    # grid at step sizes it lacks, trained with its settings; claims 1 and 3 join its minima.
+    boundary_probes: list[dict] = field(default_factory=list)
     grid_summaries: dict[str, dict] = field(default_factory=dict)
     linear_check: dict[str, Any] | None = None  # linear_check/summary.json
     theory: dict[str, Any] | None = None  # theory/metrics.json
@@ -92,8 +96,9 @@ class ReportInputs:
 
     def counting_edge_as_minima(self) -> ReportInputs:
         """The same results read with every edge-of-stability run counted as a minimum
-        (issue 23): its status becomes `converged` wherever a claim looks (grid rows, Table S1
-        rebuilt from its run entries, gain profiles, gains by radius), so each claim can be
+        (issue 23): its status becomes `converged` wherever a claim looks (grid rows and the
+        bisection's probes, Table S1 rebuilt from its run entries, gain profiles, gains by
+        radius) and the boundary takes its with-edge reading (`boundary_counting_edge`), so each claim can be
         judged a second time, unchanged. The pairs need nothing: the flat_vs_sharp stage
         measures the pairs of edge runs too, and the claims keep a pair when Table S1 counts
         both its runs."""
@@ -116,6 +121,8 @@ class ReportInputs:
             self,
             identity=_as_minima(self.identity),
             he=_as_minima(self.he),
+            boundary=None if self.boundary is None else boundary_counting_edge(self.boundary),
+            boundary_probes=_as_minima(self.boundary_probes),
             table_s1=table,
             gains={m: _as_minima(profiles) for m, profiles in self.gains.items()},
             gains_by_radius=by_radius,
@@ -150,6 +157,7 @@ def load_report_inputs(
     """Read the pipeline's saved results under `results` (results/<stage>/...); figures are
     referenced under `figures_dir`, relative to the report."""
     flat_vs_sharp = results / "flat_vs_sharp"
+    boundary = _optional(results / "boundary" / "boundary.json")
     return ReportInputs(
         profile=profile,
         notes=notes,
@@ -162,7 +170,8 @@ def load_report_inputs(
         flat_vs_sharp=_optional(flat_vs_sharp / "summary.json") or {},
         gains_by_radius=_optional(flat_vs_sharp / "gains_by_radius.json"),
         spectra=_optional(flat_vs_sharp / "spectra.json"),
-        boundary=_optional(results / "boundary" / "boundary.json"),
+        boundary=boundary,
+        boundary_probes=probe_rows(boundary),
         grid_summaries={
             name: read_json(results / name / "summary.json")
             for name in ("grid_identity", "grid_he")

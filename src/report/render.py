@@ -113,18 +113,31 @@ def status_table(stages: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
 
 
 def boundary_markdown(boundary: Mapping[str, Any]) -> str:
-    """lr_max(m) from the bisection with its bracket and state, then the fit."""
+    """lr_max(m) from the bisection with its bracket, state and what limits it (divergence or
+    the edge of stability), strictly and with edge-of-stability runs counted as minima; then
+    the fit."""
     lines = [
-        "| depth | lr_max | bracket [lo, hi] | state | 2 / lr_max | stop reason |",
-        "|---|---|---|---|---|---|",
+        "| depth | lr_max | bracket [lo, hi] | state | limited by | 2 / lr_max | non-monotone "
+        "| with edge: lr_max | with edge: bracket | with edge: limited by | stop reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for depth, entry in boundary_depths(boundary).items():
         lr_max = entry.get("lr_max")
+        edge = entry.get("with_edge") or {}
         lines.append(
             f"| {depth} | {fmt(lr_max)} | {fmt_ci(entry.get('bracket'))} | "
-            f"{entry.get('state')} | {fmt(2.0 / lr_max) if lr_max else 'n/a'} | "
-            f"{entry.get('stop_reason') or ''} |"
+            f"{entry.get('state')} | {entry.get('limited_by') or ''} | "
+            f"{fmt(2.0 / lr_max) if lr_max else 'n/a'} | "
+            f"{fmt_values(entry['non_monotone']) if entry.get('non_monotone') else ''} | "
+            f"{fmt(edge.get('lr_max'))} | {fmt_ci(edge.get('bracket'))} | "
+            f"{edge.get('limited_by') or ''} | {entry.get('stop_reason') or ''} |"
         )
+    lines += [
+        "",
+        "Limited by: divergence when the run at hi diverged, edge when it ended unstable "
+        "(lr x lambda_max beyond the band of the stability limit). With edge: the same runs "
+        "with edge-of-stability runs counted as minima.",
+    ]
     fit = boundary_fit(boundary)
     if fit:
         ci, source = fit_interval(fit)
@@ -134,6 +147,13 @@ def boundary_markdown(boundary: Mapping[str, Any]) -> str:
             + (f" ({source})" if source else "")
             + f", R² {fmt(fit.get('r2'))}.",
         ]
+    edge_fit = boundary.get("fit_with_edge") or {}
+    if edge_fit:
+        ci, _ = fit_interval(edge_fit)
+        lines.append(
+            f"With edge-of-stability runs counted as minima: p = {fmt(edge_fit.get('exponent'))}"
+            f", interval {fmt_ci(ci)}."
+        )
     return "\n".join(lines)
 
 
