@@ -90,3 +90,68 @@ def test_a_claim_decided_only_with_the_edge_runs_is_edge_sensitive():
     report = render_report(data, list(claims.values()))
     assert "| **undecided (edge-sensitive)** | undecided | holds |" in report
     assert "## Rules and their history" in report
+
+
+# --- issue 23 item 7: a rounding-only rerun's verdicts beside this run's -----------------------
+
+
+def test_a_claim_the_rounding_variant_decides_otherwise_is_sensitive():
+    from src.report.rules import RULES_FROZEN_AT
+
+    data = inputs(["converged"] * 4)
+    data.profile = "cpu"
+    variant = {"profile": "cpu", "rules": {"frozen_at": RULES_FROZEN_AT}, "overrides": ["x=1"]}
+    data.variant = {**variant, "claims": {"adam_sharper": {"verdict": "holds"}}}
+    same = {c.name: c for c in check_claims(data)}["adam_sharper"]
+    assert same.verdict == "holds" and same.stability == {"this_run": "holds", "variant": "holds"}
+    data.variant = {**variant, "claims": {"adam_sharper": {"verdict": "undecided"}}}
+    claims = check_claims(data)
+    moved = {c.name: c for c in claims}["adam_sharper"]
+    assert moved.verdict == "undecided (sensitive)" and moved.holds is None and moved.sensitive
+    assert moved.reason == "sensitive to rounding: holds here, undecided in the variant"
+    assert claims_payload("cpu", claims, [])["claims_sensitive_to_rounding"] == 1
+    report = render_report(data, claims)
+    assert "| `adam_sharper` | holds | undecided | **undecided (sensitive)** |" in report
+
+
+def test_a_variant_of_another_profile_or_other_rules_is_not_compared():
+    data = inputs(["converged"] * 4)
+    data.profile = "cpu"
+    cases = {
+        None: "no rounding variant has been run",
+        "tiny": "the saved variant ran profile 'tiny', not 'cpu'",
+        "old rules": "the saved variant ran under other rules (frozen at abc123",
+    }
+    for case, why in cases.items():
+        data.variant = (
+            None
+            if case is None
+            else {
+                "profile": "tiny" if case == "tiny" else "cpu",
+                "rules": {"frozen_at": "abc123"},
+                "claims": {"adam_sharper": {"verdict": "undecided"}},
+            }
+        )
+        if case == "tiny":
+            from src.report.rules import RULES_FROZEN_AT
+
+            data.variant["rules"]["frozen_at"] = RULES_FROZEN_AT
+        claims = check_claims(data)
+        assert {c.name: c for c in claims}["adam_sharper"].verdict == "holds", case
+        assert f"Not compared: {why}" in render_report(data, claims), case
+
+
+def test_the_variant_overrides_existing_params_only():
+    import pytest
+
+    from src.experiments.verdict_stability import VARIANT_FILE as WRITTEN
+    from src.experiments.verdict_stability import VariantError, set_param
+    from src.report.inputs import VARIANT_FILE
+
+    assert VARIANT_FILE == WRITTEN  # the report reads where the variant writes
+    params = {"compute": {"cpu": {"batch_models": True, "workers": 2}}}
+    set_param(params, "compute.cpu.batch_models=false")
+    assert params["compute"]["cpu"] == {"batch_models": False, "workers": 2}
+    for bad in ("compute.cpu.batch_model=false", "compute.gpu.workers=1", "compute.cpu"):
+        with pytest.raises(VariantError, match="compute"):
+            set_param(params, bad)

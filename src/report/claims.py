@@ -53,6 +53,7 @@ from src.paper.statistics import (
 )
 from src.paper.tables import flattest_per_depth, minima, reason_counts
 from src.report.inputs import ReportInputs
+from src.report.rules import RULES_FROZEN_AT
 
 MIN_RUNS_PER_METHOD = 3  # issue 11 item 4: fewer converged runs per method -> undecided
 MIN_DEPTHS = 3  # a slope over depths needs n - 2 >= 1 degrees of freedom
@@ -75,6 +76,7 @@ MIN_SHARPNESS_RATIO = 2.0
 
 HOLDS, FAILS, UNDECIDED = True, False, None
 EDGE_SENSITIVE = "undecided (edge-sensitive)"
+SENSITIVE = "undecided (sensitive)"  # decided otherwise by a rounding-only rerun (item 7)
 # The two readings of every claim (issue 23 item 2), by the key claims.json stores them under.
 STRICT, WITH_EDGE = "converged_only", "with_edge_runs"
 
@@ -97,9 +99,14 @@ class Claim:
     # minima, and counted. Empty for a claim judged once.
     readings: dict[str, dict[str, Any]] = field(default_factory=dict)
     edge_sensitive: bool = False  # the two readings disagree: undecided by design
+    # {"this_run": verdict, "variant": verdict} when a rounding-only rerun was compared
+    stability: dict[str, Any] = field(default_factory=dict)
+    sensitive: bool = False  # the rerun's verdict differs: undecided by design
 
     @property
     def verdict(self) -> str:
+        if self.sensitive:
+            return SENSITIVE
         if self.edge_sensitive:
             return EDGE_SENSITIVE
         return {True: "holds", False: "does not hold", None: "undecided"}[self.holds]
@@ -1293,25 +1300,60 @@ def _reading(claim: Claim) -> dict[str, Any]:
     )
 
 
+def variant_unusable(inputs: ReportInputs) -> str | None:
+    """Why the rounding variant's verdicts cannot be compared with this run's (None: they can):
+    none saved, another profile, or other rules."""
+    variant = inputs.variant
+    if not variant:
+        return "no rounding variant has been run (python -m pipelines.verdict_stability)"
+    if variant.get("profile") != inputs.profile:
+        return f"the saved variant ran profile {variant.get('profile')!r}, not {inputs.profile!r}"
+    frozen = (variant.get("rules") or {}).get("frozen_at")
+    if frozen != RULES_FROZEN_AT:
+        return (
+            f"the saved variant ran under other rules (frozen at {frozen}, now {RULES_FROZEN_AT})"
+        )
+    return None
+
+
+def judged_across_runs(claims: Sequence[Claim], variant: Mapping[str, Any]) -> list[Claim]:
+    """Each claim against the verdict a rounding-only rerun of the pipeline gave it (issue 23
+    item 7): where they differ, rounding alone decides it, and it is `undecided (sensitive)`."""
+    for claim in claims:
+        other = (variant.get(claim.name) or {}).get("verdict")
+        claim.stability = {"this_run": claim.verdict, "variant": other}
+        if other is not None and other != claim.verdict:
+            claim.reason = f"sensitive to rounding: {claim.verdict} here, {other} in the variant"
+            claim.holds, claim.sensitive = UNDECIDED, True
+    return claims
+
+
 def check_claims(inputs: ReportInputs) -> list[Claim]:
     """Every claim of Sec. 6, in the paper's order, each judged with and without the
-    edge-of-stability runs counted as minima (`judged_both_ways`)."""
-    return [
+    edge-of-stability runs counted as minima (`judged_both_ways`), then against the rounding
+    variant's verdict when one is saved for this profile and these rules."""
+    claims = [
         judged_both_ways(strict, with_edge)
         for strict, with_edge in zip(
             paper_claims(inputs), paper_claims(inputs.counting_edge_as_minima())
         )
     ]
+    if variant_unusable(inputs) is None:
+        judged_across_runs(claims, inputs.variant.get("claims") or {})
+    return claims
 
 
 def check_beyond_claims(inputs: ReportInputs) -> list[Claim]:
-    """The further methods' claims (`beyond_claims`), each judged both ways like the paper's."""
-    return [
+    """The further methods' claims (`beyond_claims`), each judged like the paper's."""
+    claims = [
         judged_both_ways(strict, with_edge)
         for strict, with_edge in zip(
             beyond_claims(inputs), beyond_claims(inputs.counting_edge_as_minima())
         )
     ]
+    if variant_unusable(inputs) is None:
+        judged_across_runs(claims, inputs.variant.get("beyond_the_paper") or {})
+    return claims
 
 
 def paper_claims(inputs: ReportInputs) -> list[Claim]:

@@ -71,6 +71,8 @@ class ReportInputs:
     linear_check: dict[str, Any] | None = None  # linear_check/summary.json
     theory: dict[str, Any] | None = None  # theory/metrics.json
     figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, relative path)
+    # The verdicts of a rounding-only variant of the pipeline (VARIANT_FILE), if any
+    variant: dict[str, Any] | None = None
 
     @property
     def methods(self) -> list[str]:
@@ -141,6 +143,10 @@ def _table_entries(table: Mapping[str, Any]) -> list[dict]:
     return [e for row in table.values() if isinstance(row, Mapping) for e in row.get("runs", [])]
 
 
+# Written by src.experiments.verdict_stability (pipelines/verdict_stability.py), committed.
+VARIANT_FILE = Path("stability") / "rounding_variant.json"
+
+
 def _optional(path: Path) -> Any:
     return read_json(path) if path.exists() else None
 
@@ -179,4 +185,5 @@ def load_report_inputs(
         linear_check=read_json(results / "linear_check" / "summary.json"),
         theory=_optional(results / "theory" / "metrics.json"),
         figures=[(caption, f"{figures_dir}/{path}") for caption, path in FIGURES],
+        variant=_optional(results.parent / VARIANT_FILE),
     )

@@ -14,6 +14,7 @@ from src.core.status import CONVERGED
 from src.paper.tables import reason_counts
 from src.report.claims import (
     EDGE_SENSITIVE,
+    SENSITIVE,
     STRICT,
     WITH_EDGE,
     Claim,
@@ -23,6 +24,7 @@ from src.report.claims import (
     fmt,
     fmt_ci,
     fmt_values,
+    variant_unusable,
 )
 from src.report.inputs import ReportInputs
 from src.report.rules import rules_payload
@@ -205,6 +207,29 @@ def _reading_verdict(claim: Claim, name: str) -> str:
     return (claim.readings.get(name) or {}).get("verdict", claim.verdict)
 
 
+def stability_section(inputs: ReportInputs, claims: Sequence[Claim]) -> list[str]:
+    """The verdicts of this run beside those of a rounding-only rerun (issue 23 item 7)."""
+    out = ["## Verdict stability", ""]
+    why_not = variant_unusable(inputs)
+    if why_not is not None:
+        return [*out, f"Not compared: {why_not}."]
+    variant = inputs.variant
+    changes = ", ".join(f"`{o}`" for o in variant.get("overrides", [])) or "none"
+    out += [
+        f"The whole pipeline was run a second time with a change that alters float rounding "
+        f"only ({changes}; {fmt(variant.get('seconds'))} s), by `python -m "
+        "pipelines.verdict_stability`. A claim the two runs decide differently is "
+        f"`{SENSITIVE}`.",
+        "",
+        "| claim | this run | rounding variant | verdict |",
+        "|---|---|---|---|",
+    ]
+    for claim in claims:
+        this, other = claim.stability.get("this_run"), claim.stability.get("variant")
+        out.append(f"| `{claim.name}` | {this} | {other or 'n/a'} | **{claim.verdict}** |")
+    return out
+
+
 def rules_section() -> list[str]:
     """The rules behind the verdicts and the earlier ones (issue 23 item 6)."""
     rules = rules_payload()
@@ -274,7 +299,8 @@ def beyond_section(beyond: Sequence[Claim], spectra: Mapping[str, Any] | None) -
         out += [
             f"Same standards as the paper's claims ({counts['holds']} hold, "
             f"{counts['does not hold']} do not hold, "
-            f"{counts['undecided'] + counts[EDGE_SENSITIVE]} undecided), each read both ways:",
+            f"{counts['undecided'] + counts[EDGE_SENSITIVE] + counts[SENSITIVE]} undecided), "
+            "each read both ways:",
             "",
             "| question | verdict | converged only | with edge runs | why undecided |",
             "|---|---|---|---|---|",
@@ -360,8 +386,9 @@ def render_report(
         "",
         f"## Claims of Sec. 6 checked on our data ({counts['holds']} hold, "
         f"{counts['does not hold']} do not hold, "
-        f"{counts['undecided'] + counts[EDGE_SENSITIVE]} undecided, of which "
-        f"{counts[EDGE_SENSITIVE]} edge-sensitive)",
+        f"{counts['undecided'] + counts[EDGE_SENSITIVE] + counts[SENSITIVE]} undecided, of "
+        f"which {counts[EDGE_SENSITIVE]} edge-sensitive and {counts[SENSITIVE]} sensitive to "
+        "rounding)",
         "",
         "Only runs that reached a minimum enter a statistic. Each claim is judged twice: with "
         "the runs of status `converged` only, and with the runs at the edge of stability "
@@ -380,6 +407,7 @@ def render_report(
     for i, claim in enumerate(claims, 1):
         out += ["", *claim_markdown(claim, f"Claim {i}: {claim.statement}")]
     out += ["", *decided_section(inputs.profile, claims), ""]
+    out += [*stability_section(inputs, [*claims, *beyond]), ""]
     out += [*rules_section(), ""]
     out += ["## Run statuses (every run, per stage)", "", status_table(stage_rows(inputs)), ""]
     out += [
@@ -439,8 +467,9 @@ def claims_payload(profile: str, claims: Sequence[Claim], beyond: Sequence[Claim
         "profile": profile,
         "claims_holding": verdicts["holds"],
         "claims_not_holding": verdicts["does not hold"],
-        "claims_undecided": verdicts["undecided"] + verdicts[EDGE_SENSITIVE],
+        "claims_undecided": verdicts["undecided"] + verdicts[EDGE_SENSITIVE] + verdicts[SENSITIVE],
         "claims_edge_sensitive": verdicts[EDGE_SENSITIVE],
+        "claims_sensitive_to_rounding": verdicts[SENSITIVE],
         "readings": dict(READING_LABELS),
         "rules": rules_payload(),
         "claims": {c.name: c.to_dict() for c in claims},

@@ -32,12 +32,20 @@ from src.training.record import RunRecord
 from src.training.steps import StepRunner, use_capture
 
 
-def log_epoch_losses(logger, epoch: int, train_loss: float, val_loss: float, step: int) -> None:
+def epoch_metrics(epoch: int, train_loss: float, val_loss: float | None) -> dict[str, float]:
+    """One epoch's losses as MLflow metrics (the validation loss only where it was computed)."""
+    metrics = {"train_loss": train_loss, "epoch": epoch}
+    if val_loss is not None:
+        metrics["val_loss"] = val_loss
+    return metrics
+
+
+def log_epoch_losses(
+    logger, epoch: int, train_loss: float, val_loss: float | None, step: int
+) -> None:
     """One epoch's losses as MLflow metrics, at step = optimizer steps so far."""
     if logger:
-        logger.log_metrics(
-            {"train_loss": train_loss, "val_loss": val_loss, "epoch": epoch}, step=step
-        )
+        logger.log_metrics(epoch_metrics(epoch, train_loss, val_loss), step=step)
 
 
 def log_history(logger, record: RunRecord) -> None:
@@ -49,7 +57,7 @@ def log_history(logger, record: RunRecord) -> None:
     tracking.log_metric_series(
         logger,
         [
-            ({"train_loss": train, "val_loss": val, "epoch": epoch}, step)
+            (epoch_metrics(epoch, train, val), step)
             for epoch, (train, val, step) in enumerate(rows)
             if (epoch + 1) % every == 0 or epoch + 1 == len(rows)
         ],
@@ -317,26 +325,32 @@ class RegressionModule(pl.LightningModule):
         if not self.active:
             return
         train, seconds = self._epoch_train_losses, self._epoch_seconds
-        val = self._full_losses(self.data.val_inputs, self.data.val_targets)
-        computed: list[list[float]] = []
+        epoch = self.current_epoch + 1
+        computed: dict[str, list[float]] = {}
 
         def grad_norms() -> list[float]:  # once per epoch, only if some member's loss stalled
-            if not computed:
-                computed.append(self._full_gradient_norms())
-            return computed[0]
+            if "grad" not in computed:
+                computed["grad"] = self._full_gradient_norms()
+            return computed["grad"]
 
+        def val_losses() -> list[float]:
+            # A full pass over the validation set costs ~45% of an epoch's steps at the cpu
+            # profile's width: only the epochs that log or end a run compute it (issue 23).
+            if "val" not in computed:
+                computed["val"] = self._full_losses(self.data.val_inputs, self.data.val_targets)
+            return computed["val"]
+
+        logs = epoch % self.log_every_n_epochs == 0 or epoch >= (self.trainer.max_epochs or 0)
         for slot, index in enumerate(self.active):
             record = self.records[index]
             record.history["train_loss"].append(train[slot])
-            record.history["val_loss"].append(val[slot])
             record.history["step"].append(record.steps)
             record.epoch_seconds.append(seconds / len(self.active))
             stopping = record.stopping.update(train[slot], lambda slot=slot: grad_norms()[slot])
-            stopping = stopping is not None
-            if stopping or (self.current_epoch + 1) % self.log_every_n_epochs == 0:
-                log_epoch_losses(
-                    self.logger, self.current_epoch, train[slot], val[slot], record.steps
-                )
+            val = val_losses()[slot] if logs or stopping is not None else None
+            record.history["val_loss"].append(val)
+            if val is not None:
+                log_epoch_losses(self.logger, self.current_epoch, train[slot], val, record.steps)
         self._retire_decided()
 
     def on_train_end(self) -> None:

@@ -142,7 +142,7 @@ class EpochProgress(pl.Callback):
         out: dict[str, Any] = {
             "epoch": epochs,
             "train_loss": statistics.median(r.history["train_loss"][-1] for r in latest),
-            "val_loss": statistics.median(r.history["val_loss"][-1] for r in latest),
+            "val_loss": _median_latest([r.history["val_loss"] for r in latest]),
             "elapsed_s": elapsed,
             "remaining_s": None,
             "active": len(pl_module.active),
@@ -158,7 +158,9 @@ class EpochProgress(pl.Callback):
         return out
 
     def _postfix(self, f: dict[str, Any]) -> str:
-        parts = [f"train {f['train_loss']:.5g}", f"val {f['val_loss']:.5g}"]
+        parts = [f"train {f['train_loss']:.5g}"]
+        if f["val_loss"] is not None:
+            parts.append(f"val {f['val_loss']:.5g}")
         if "lr_times_lambda_max" in f:
             parts.append(f"lr*lambda_max {f['lr_times_lambda_max']:.3g}")
         if f["members"] > 1:
@@ -216,3 +218,11 @@ def progress_from_config(
         tracked=tracked,
         label=label,
     )
+
+
+def _median_latest(histories: list[list[float | None]]) -> float | None:
+    """The median over runs of each one's latest value (the validation loss is computed only on
+    logging epochs: src.training.module), None before any."""
+    latest = [next((v for v in reversed(h) if v is not None), None) for h in histories]
+    values = [v for v in latest if v is not None]
+    return statistics.median(values) if values else None
