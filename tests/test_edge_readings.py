@@ -32,7 +32,11 @@ def test_two_readings_that_differ_are_edge_sensitive():
     for strict, with_edge in ((True, None), (None, False), (True, False)):
         both = judged_both_ways(claim(strict), claim(with_edge))
         assert both.holds is None and both.edge_sensitive and both.verdict == EDGE_SENSITIVE
-        assert both.reason.startswith("edge-sensitive: ")
+        verdicts = {True: "holds", False: "does not hold", None: "undecided"}
+        assert both.reason == (
+            f"edge-sensitive: {verdicts[strict]} with converged runs only, "
+            f"{verdicts[with_edge]} with edge-of-stability runs counted as minima"
+        )
         assert both.readings[WITH_EDGE]["holds"] is with_edge
         assert both.to_dict()["verdict"] == "undecided (edge-sensitive)"
 

@@ -100,6 +100,9 @@ def run_variant(
     }
     start = time.monotonic()
     try:
+        # DVC needs a repository to track its stages in: a fresh one, the copy staged in it
+        for git in (["git", "init", "-q"], ["git", "add", "-A"]):
+            subprocess.run(git, cwd=copy, env=env, check=True, capture_output=True)
         done = subprocess.run(["dvc", "repro"], cwd=copy, env=env)
         if done.returncode != 0:
             raise VariantError(f"the variant's dvc repro failed (exit {done.returncode}) in {copy}")

@@ -1279,11 +1279,11 @@ def judged_both_ways(strict: Claim, with_edge: Claim) -> Claim:
         WITH_EDGE: _reading(with_edge),
     }
     if strict.holds is not with_edge.holds:
-        claim.holds, claim.edge_sensitive = UNDECIDED, True
         claim.reason = (
             f"edge-sensitive: {strict.verdict} with converged runs only, {with_edge.verdict} "
             "with edge-of-stability runs counted as minima"
         )
+        claim.holds, claim.edge_sensitive = UNDECIDED, True
     return claim
 
 

@@ -217,7 +217,7 @@ def stability_section(inputs: ReportInputs, claims: Sequence[Claim]) -> list[str
     changes = ", ".join(f"`{o}`" for o in variant.get("overrides", [])) or "none"
     out += [
         f"The whole pipeline was run a second time with a change that alters float rounding "
-        f"only ({changes}; {fmt(variant.get('seconds'))} s), by `python -m "
+        f"only ({changes}; {_minutes(variant.get('seconds'))}), by `python -m "
         "pipelines.verdict_stability`. A claim the two runs decide differently is "
         f"`{SENSITIVE}`.",
         "",
@@ -228,6 +228,10 @@ def stability_section(inputs: ReportInputs, claims: Sequence[Claim]) -> list[str
         this, other = claim.stability.get("this_run"), claim.stability.get("variant")
         out.append(f"| `{claim.name}` | {this} | {other or 'n/a'} | **{claim.verdict}** |")
     return out
+
+
+def _minutes(seconds: float | None) -> str:
+    return "time not recorded" if seconds is None else f"{seconds / 60:.0f} minutes"
 
 
 def rules_section() -> list[str]:
