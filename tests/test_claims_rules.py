@@ -11,16 +11,18 @@ import pytest
 from scipy import stats
 
 from src.paper.statistics import CI_LEVEL, geometric_mean_ratio_ci
-from src.report.claims import (
+from src.report.grid_claims import (
+    claim_he_sharper,
+    combine_verdicts,
+    he_lr_stable_test,
+    lr_stable_per_depth,
+)
+from src.report.minima_claims import (
     MAX_FLAT_LR_LAMBDA,
     MIN_SHARPNESS_RATIO,
     claim_adam_sharper,
-    claim_he_sharper,
     claim_interpolation_misleads,
-    combine_verdicts,
     comparability,
-    he_lr_stable_test,
-    lr_stable_per_depth,
 )
 
 # --- the ratio interval: a Welch t-interval on the log scale ---------------------------------

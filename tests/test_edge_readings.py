@@ -4,11 +4,13 @@ without; a claim the two readings decide differently is `undecided (edge-sensiti
 from __future__ import annotations
 
 from src.paper.tables import table_s1_from_entries
-from src.report.claims import (
+from src.report.claim import (
     EDGE_SENSITIVE,
     STRICT,
     WITH_EDGE,
     Claim,
+)
+from src.report.claims import (
     check_claims,
     judged_both_ways,
 )

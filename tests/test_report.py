@@ -17,20 +17,26 @@ from src.paper.boundary import boundary_counting_edge
 from src.paper.reference import adam_sgd_ratio_interval
 from src.paper.statistics import CI_LEVEL, smallest_exact_mwu_p
 from src.paper.tables import GRID_COLUMNS, grid_rows, summarize_grid, table_s1
-from src.report.claims import (
+from src.report.claim import (
     Claim,
+)
+from src.report.claims import (
     check_beyond_claims,
     check_claims,
-    claim_adam_sharper,
-    claim_flat_gains_balanced,
+)
+from src.report.grid_claims import (
     claim_flattest_linear_in_m,
     claim_he_sharper,
-    claim_interpolation_misleads,
     claim_larger_steps_flatter,
     claim_lr_max_one_over_m,
-    claim_method_flat,
 )
 from src.report.inputs import ReportInputs
+from src.report.minima_claims import (
+    claim_adam_sharper,
+    claim_flat_gains_balanced,
+    claim_interpolation_misleads,
+    claim_method_flat,
+)
 from src.report.render import beyond_section, render_report
 
 LRS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]

@@ -12,19 +12,23 @@ import numpy as np
 
 from src.core.status import CONVERGED
 from src.paper.tables import reason_counts
-from src.report.claims import (
+from src.report.claim import (
     EDGE_SENSITIVE,
     SENSITIVE,
     STRICT,
     WITH_EDGE,
     Claim,
-    boundary_depths,
-    boundary_fit,
-    fit_interval,
     fmt,
     fmt_ci,
     fmt_values,
+)
+from src.report.claims import (
     variant_unusable,
+)
+from src.report.grid_claims import (
+    boundary_depths,
+    boundary_fit,
+    fit_interval,
 )
 from src.report.inputs import ReportInputs
 from src.report.rules import rules_payload
