@@ -29,7 +29,7 @@ rules, fixed before their outcome was looked at, so that each claim tests what t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from src.report.claim import (
@@ -118,30 +118,27 @@ def judged_across_runs(claims: Sequence[Claim], variant: Mapping[str, Any]) -> l
 
 
 def check_claims(inputs: ReportInputs) -> list[Claim]:
-    """Every claim of Sec. 6, in the paper's order, each judged with and without the
-    edge-of-stability runs counted as minima (`judged_both_ways`), then against the rounding
-    variant's verdict when one is saved for this profile and these rules."""
-    claims = [
-        judged_both_ways(strict, with_edge)
-        for strict, with_edge in zip(
-            paper_claims(inputs), paper_claims(inputs.counting_edge_as_minima())
-        )
-    ]
-    if variant_unusable(inputs) is None:
-        judged_across_runs(claims, inputs.variant.get("claims") or {})
-    return claims
+    """Every claim of Sec. 6, in the paper's order, judged by `judged`."""
+    return judged(inputs, paper_claims, "claims")
 
 
 def check_beyond_claims(inputs: ReportInputs) -> list[Claim]:
-    """The further methods' claims (`beyond_claims`), each judged like the paper's."""
+    """The further methods' claims (`beyond_claims`), judged by `judged` like the paper's."""
+    return judged(inputs, beyond_claims, "beyond_the_paper")
+
+
+def judged(
+    inputs: ReportInputs, claims_of: Callable[[ReportInputs], list[Claim]], variant_key: str
+) -> list[Claim]:
+    """The claims `claims_of` gives, each judged with and without the edge-of-stability runs
+    counted as minima (`judged_both_ways`), then against the rounding variant's verdict (its
+    `variant_key` section) when one is saved for this profile and these rules."""
     claims = [
         judged_both_ways(strict, with_edge)
-        for strict, with_edge in zip(
-            beyond_claims(inputs), beyond_claims(inputs.counting_edge_as_minima())
-        )
+        for strict, with_edge in zip(claims_of(inputs), claims_of(inputs.counting_edge_as_minima()))
     ]
     if variant_unusable(inputs) is None:
-        judged_across_runs(claims, inputs.variant.get("beyond_the_paper") or {})
+        judged_across_runs(claims, inputs.variant.get(variant_key) or {})
     return claims
 
 
