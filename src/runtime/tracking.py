@@ -139,7 +139,11 @@ def check_writable(uri: str) -> None:
 
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """An inter-process lock for preparing a local sqlite store (`<db>.lock` beside it)."""
+    """An inter-process lock on a local sqlite store (`<db>.lock` beside it), held while the
+    store is prepared (`open_store`, which closes stale runs) and while a run is closed
+    (`end_run`, `end_parent_run`): a process that closes its run and exits between the stale
+    check's search and its look at the process would otherwise have its FINISHED run
+    overwritten with FAILED."""
     path = sqlite_path(uri)
     if path is None:
         yield
@@ -252,6 +256,10 @@ def close_stale_runs(client) -> list[str]:
         pid = int(tags["pid"])
         if pid == os.getpid() or _process_exists(pid):
             continue
+        # Its process may have closed the run and exited since the search: read it again.
+        # (With a sqlite store the owner closes it under the same lock: `close_run`.)
+        if client.get_run(run.info.run_id).info.status != "RUNNING":
+            continue
         reason = f"process {tags['pid']} on {host} ended without closing the run"
         client.set_tag(run.info.run_id, "failure_reason", reason)
         client.set_terminated(run.info.run_id, "FAILED")
@@ -346,7 +354,7 @@ def end_run(logger, error: BaseException | None) -> None:
     meanwhile waits until the run is closed (src.core.signals.deferred)."""
     if (ml := _mlflow(logger)) is None:
         return
-    with deferred():
+    with deferred(), store_lock(ml._tracking_uri):
         if error is None:
             ml.finalize("success")
             return
@@ -510,8 +518,9 @@ def end_parent_run(
     as metrics and, when given, `reason` as its `failure_reason`."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(uri))
-    with deferred():
+    uri = resolve_tracking_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    with deferred(), store_lock(uri):
         for key, value in metrics.items():
             client.log_metric(run, key, float(value))
         if reason:
