@@ -5,7 +5,6 @@ file modes. Each test reproduces the fault and checks what the user sees."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import multiprocessing
@@ -264,57 +263,65 @@ def test_close_stale_command(tmp_path):
     }
 
 
-# The owner of a run, closing it (FINISHED) the way training does once told to (`go` exists).
-_OWNER = """
-import sys, time
-from pathlib import Path
-from pytorch_lightning.loggers import MLFlowLogger
-from src.runtime import tracking
-uri, run, go = sys.argv[1:]
-logger = MLFlowLogger(tracking_uri=uri, run_id=run)
-_ = logger.experiment
-Path(go + ".ready").touch()
-while not Path(go).exists():
-    time.sleep(0.02)
-tracking.end_run(logger, None)
-"""
+def _close_when_told(uri: str, run_file: Path, go: Path) -> None:
+    """The owner of the run named in `run_file`: closes it (FINISHED) the way training does,
+    once `go` exists."""
+    try:
+        while not run_file.exists():
+            time.sleep(0.02)
+        from pytorch_lightning.loggers import MLFlowLogger
+
+        logger = MLFlowLogger(tracking_uri=uri, run_id=run_file.read_text())
+        _ = logger.experiment
+        Path(f"{go}.ready").touch()
+        while not go.exists():
+            time.sleep(0.02)
+        tracking.end_run(logger, None)
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
 
 
 def test_a_run_closed_during_the_stale_check_stays_finished(tmp_path, monkeypatch):
     """A process that closes its run and exits between the stale check's search and its look
     at the process: its run stays FINISHED (it was marked FAILED once, 1 trial in ~20 of 8
-    processes starting at once). The look at the process is where the owner is let go."""
+    processes starting at once). The look at the process is where the owner is let go. The
+    owner is forked before this process opens the store (no shared sqlite connection)."""
+    import pytorch_lightning.loggers  # noqa: F401  (imported before the fork, not in the child)
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracking.open_store(uri, "e")
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("e").experiment_id
-    run = client.create_run(experiment, tags={"host": socket.gethostname()})
-    go = tmp_path / "go"
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER, uri, run.info.run_id, str(go)], cwd=REPO
+    run_file, go = tmp_path / "run_id", tmp_path / "go"
+    owner = multiprocessing.get_context("fork").Process(
+        target=_close_when_told, args=(uri, run_file, go)
     )
-    client.set_tag(run.info.run_id, "pid", str(owner.pid))
-    deadline = time.monotonic() + 120
-    while not Path(f"{go}.ready").exists():
-        assert owner.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-
-    def owner_finishes_now(pid: int) -> bool:
-        if pid != owner.pid:
-            return True
-        go.touch()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            owner.wait(timeout=3)
-        return owner.poll() is None
-
-    monkeypatch.setattr(tracking, "_process_exists", owner_finishes_now)
+    owner.start()
     try:
+        tracking.open_store(uri, "e")
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name("e").experiment_id
+        tags = {"host": socket.gethostname(), "pid": str(owner.pid)}
+        run = client.create_run(experiment, tags=tags).info.run_id
+        files.write_bytes(run_file, run.encode())  # atomic: the owner never reads half of it
+        deadline = time.monotonic() + 120
+        while not Path(f"{go}.ready").exists():
+            assert owner.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+
+        def owner_finishes_now(pid: int) -> bool:
+            if pid != owner.pid:
+                return True
+            go.touch()
+            owner.join(timeout=3)  # it closes its run and exits, unless the lock holds it
+            return owner.is_alive()
+
+        monkeypatch.setattr(tracking, "_process_exists", owner_finishes_now)
         assert tracking.open_store(uri, "e") == []
-        assert owner.wait(timeout=120) == 0
+        owner.join(timeout=120)
+        assert owner.exitcode == 0
     finally:
         owner.kill()
-        owner.wait()
-    closed = client.get_run(run.info.run_id)
+        owner.join()
+    closed = client.get_run(run)
     assert closed.info.status == "FINISHED" and "failure_reason" not in closed.data.tags
 
 

@@ -1,18 +1,11 @@
-"""The `paper` profile of params.yaml: built from the Hydra presets (checked without training),
-and rehearsed end to end: `dvc repro` of profile=paper on CPU with tiny 28x28 IDX files, its
-sizes shrunk (two depths, two step sizes, a few epochs) but its code paths the paper's: full
-MNIST loader, 784-wide nets, the presets' overrides, in-process training."""
+"""The `paper` profile of params.yaml is built from the Hydra presets (checked here without
+training). Its end-to-end rehearsal, `dvc repro` at miniature size, is tests/test_pipeline.py."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
-from support import ALL_STAGES, COPY_IGNORE, REPO, run_ok, stage_env, stages_ran, write_idx
+from support import REPO
 
 from src.experiments.grid import compose_config, grid_axes, sweep_axes
 from src.runtime.params import load_params, profile_settings, training_overrides
@@ -63,79 +56,3 @@ def test_paper_table_s1_methods_are_the_presets():
         assert cfg.analysis.sharpness.k == 2 and cfg.analysis.sharpness.tol == pytest.approx(1e-6)
         assert cfg.logger.log_checkpoint
     assert compose_config([*base, *settings["methods"]["adam"]]).optimizer.betas == [0.8, 0.99]
-
-
-def shrink(params: dict) -> dict:
-    """The paper profile at rehearsal size: same presets and code paths, tiny budgets."""
-    params["profile"] = "paper"
-    params["training"]["paper"]["overrides"] += [
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=3",
-        "callbacks.convergence.window=1",
-        "callbacks.convergence.tol=5e-2",
-        "analysis.sharpness.tol=1e-2",
-    ]
-    for grid in ("grid_identity", "grid_he"):
-        params[grid]["paper"].update(depths=[2, 3], lrs=[0.5, 1000])
-    params["curves"]["paper"].update(depth=3, lr=0.5)
-    params["boundary"]["paper"].update(max_rounds=1, max_lr=2000)
-    fvs = params["flat_vs_sharp"]["paper"]
-    fvs.update(
-        depth=2,
-        seeds=[0, 1],
-        chunk_size=128,
-        line_points=5,
-        closeup_points=3,
-        eigen_points=3,
-        gain_radius_restarts=2,
-        gain_radius_steps=3,
-    )
-    fvs["overrides"] += [
-        "analysis.sharpness.tol=1e-2",
-        "analysis.trace.min_probes=2",
-        "analysis.trace.max_probes=4",
-        "analysis.density.probes=1",
-        "analysis.density.lanczos_steps=6",
-        "analysis.gains.restarts=2",
-        "analysis.gains.steps=3",
-    ]
-    params["linear_check"]["paper"].update(depths=[1, 2], lrs=[0.4])
-    params["linear_check"]["paper"]["overrides"] = [
-        o if not o.startswith("trainer.max_epochs") else "trainer.max_epochs=200"
-        for o in params["linear_check"]["paper"]["overrides"]
-    ]
-    params["theory"]["paper"].update(
-        seeds=1,
-        findings_cases=1,
-        findings_dims=[[2, 2, 2]],
-        figures={"fig3_dim": 3, "fig3_depth": 3, "fig3_networks": 1},
-    )
-    return params
-
-
-@pytest.mark.slow
-def test_dvc_repro_of_the_paper_profile_runs_every_stage(tmp_path):
-    work = tmp_path / "repo"
-    shutil.copytree(REPO, work, ignore=COPY_IGNORE)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    (work / "params.yaml").write_text(yaml.safe_dump(shrink(params), sort_keys=False))
-    write_idx(work / "data", "MNIST", n_train=200, n_test=50)
-    env = stage_env(tmp_path)
-    env.pop("FLATMINIMA_DATA_DIR", None)  # the profile's default: data/ in the checkout
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    run_ok(["git", "init", "-q"], work, env)
-    run_ok(["git", "add", "-A"], work, env)
-    out = run_ok([dvc, "repro"], work, env, timeout=1200)
-    assert stages_ran(out) == ALL_STAGES
-    grid = json.loads((work / "results/grid_he/summary.json").read_text())
-    assert grid["runs"] == 4
-    rows = (work / "results/grid_identity/grid.csv").read_text().splitlines()
-    assert len(rows) == 5 and all(",identity,sgd," in r for r in rows[1:])
-    table = json.loads((work / "results/flat_vs_sharp/table_s1.json").read_text())
-    assert set(table) >= {"sgd", "adam", "sam"}
-    assert table["sgd"]["lambda_max"]["paper"]["mean"] == pytest.approx(1.76)
-    assert [r["seed"] for r in table["adam"]["runs"]] == [0, 1]
-    report = (work / "reports/REPORT.md").read_text()
-    assert "profile **paper**" in report and "## Table S1" in report
-    for name in ("fig4a_sharpness_identity", "fig6_gains", "fig7_cross_sections"):
-        assert (work / "figures" / f"{name}.png").stat().st_size > 1000

@@ -1,4 +1,8 @@
-"""The DVC pipeline end to end on the `tiny` profile, in a temporary git + DVC copy of the repo."""
+"""The DVC pipeline end to end, in a temporary git + DVC copy of the repo: the `paper` profile
+rehearsed at miniature size (issue 22 item 7). Its code paths are the paper's (the full MNIST
+loader reading tiny 28x28 IDX files the test writes, 784-wide nets, the presets' overrides,
+in-process training); its sizes are shrunk (two depths, two step sizes, a few epochs). One
+`dvc repro` serves every test of the module: what reruns, plots, resuming a killed grid."""
 
 from __future__ import annotations
 
@@ -13,7 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ALL_STAGES, COPY_IGNORE, REPO, all_runs, run_ok, stage_env, stages_ran
+import yaml
+from support import (
+    ALL_STAGES,
+    COPY_IGNORE,
+    REPO,
+    all_runs,
+    run_ok,
+    stage_env,
+    stages_ran,
+    write_idx,
+)
 
 pytestmark = pytest.mark.slow  # end to end: see `make test-fast`
 
@@ -40,34 +54,77 @@ METRICS = [
 ]
 
 
+def shrink(params: dict) -> dict:
+    """The paper profile at rehearsal size: same presets and code paths, tiny budgets."""
+    params["profile"] = "paper"
+    params["training"]["paper"]["overrides"] += [
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=3",
+        "callbacks.convergence.window=1",
+        "callbacks.convergence.tol=5e-2",
+        "analysis.sharpness.tol=1e-2",
+    ]
+    for grid in ("grid_identity", "grid_he"):
+        params[grid]["paper"].update(depths=[2, 3], lrs=[0.5, 1000])
+    params["curves"]["paper"].update(depth=3, lr=0.5)
+    params["boundary"]["paper"].update(max_rounds=1, max_lr=2000)
+    fvs = params["flat_vs_sharp"]["paper"]
+    fvs.update(
+        depth=2,
+        seeds=[0, 1],
+        chunk_size=128,
+        line_points=5,
+        closeup_points=3,
+        eigen_points=3,
+        gain_radius_restarts=2,
+        gain_radius_steps=3,
+    )
+    fvs["overrides"] += [
+        "analysis.sharpness.tol=1e-2",
+        "analysis.trace.min_probes=2",
+        "analysis.trace.max_probes=4",
+        "analysis.density.probes=1",
+        "analysis.density.lanczos_steps=6",
+        "analysis.gains.restarts=2",
+        "analysis.gains.steps=3",
+    ]
+    params["linear_check"]["paper"].update(depths=[1, 2], lrs=[0.4])
+    params["linear_check"]["paper"]["overrides"] = [
+        o if not o.startswith("trainer.max_epochs") else "trainer.max_epochs=200"
+        for o in params["linear_check"]["paper"]["overrides"]
+    ]
+    params["theory"]["paper"].update(
+        seeds=1,
+        findings_cases=1,
+        findings_dims=[[2, 2, 2]],
+        figures={"fig3_dim": 3, "fig3_depth": 3, "fig3_networks": 1},
+    )
+    return params
+
+
+def edit_params(work: Path, edit) -> None:
+    """Apply `edit` to the copy's params.yaml (a dict), as a user editing the file would."""
+    path = work / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A git + DVC copy of the repository with profile: tiny, after a first `dvc repro`."""
+    """A git + DVC copy of the repository with the rehearsal-size paper profile and tiny IDX
+    files of MNIST in its data/, after a first `dvc repro`."""
     root = tmp_path_factory.mktemp("pipeline")
     work = root / "repo"
     shutil.copytree(REPO, work, ignore=COPY_IGNORE)
-    params = work / "params.yaml"
-    params.write_text(params.read_text().replace("\nprofile: cpu\n", "\nprofile: tiny\n"))
+    edit_params(work, shrink)
+    write_idx(work / "data", "MNIST", n_train=200, n_test=50)
     env = stage_env(root)
+    env.pop("FLATMINIMA_DATA_DIR", None)  # the profile's default: data/ in the checkout
     dvc = str(Path(sys.executable).with_name("dvc"))
     run_ok(["git", "init", "-q"], work, env)
-    run_ok(
-        [
-            "git",
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "init",
-            "--allow-empty",
-        ],
-        work,
-        env,
-    )
     run_ok(["git", "add", "-A"], work, env)
-    first = run_ok([dvc, "repro"], work, env)
+    first = run_ok([dvc, "repro"], work, env, timeout=1200)
     return {"work": work, "env": env, "dvc": dvc, "first": first, "root": root}
 
 
@@ -83,7 +140,16 @@ def test_every_stage_runs_and_writes_its_outputs(project):
     for path in METRICS:
         assert (work / path).stat().st_size > 10, path
     report = (work / "reports" / "REPORT.md").read_text()
-    assert "profile **tiny**" in report and "## Table S1" in report
+    assert "profile **paper**" in report and "## Table S1" in report
+    # the paper profile's own settings reached the runs: the presets' grids and Table S1
+    grid = json.loads((work / "results/grid_he/summary.json").read_text())
+    assert grid["runs"] == 4
+    rows = (work / "results/grid_identity/grid.csv").read_text().splitlines()
+    assert len(rows) == 5 and all(",identity,sgd," in r for r in rows[1:])
+    table = json.loads((work / "results/flat_vs_sharp/table_s1.json").read_text())
+    assert set(table) >= {"sgd", "adam", "sam"}
+    assert table["sgd"]["lambda_max"]["paper"]["mean"] == pytest.approx(1.76)
+    assert [r["seed"] for r in table["adam"]["runs"]] == [0, 1]
     # every training run is an MLflow run in the experiment named after its stage
     runs = all_runs(project["env"]["MLFLOW_TRACKING_URI"])
     import mlflow
@@ -98,7 +164,7 @@ def test_every_stage_runs_and_writes_its_outputs(project):
         "theory",
         "report",
     } <= names
-    # the curves stage's runs (depth 2, lr 0.5) are runs of the grids: read, not retrained
+    # the curves stage's runs (depth 3, lr 0.5) are runs of the grids: read, not retrained
     curve_keys = {p.name for p in (work / "results" / "curves" / "runs").glob("*.json")}
     grid_keys = {
         p.name
@@ -177,7 +243,7 @@ def test_dvc_plots_show_renders_every_grid(project):
     assert (spec["encoding"]["x"]["field"], spec["encoding"]["y"]["field"]) == ("depth", "lr")
     assert spec["encoding"]["color"]["field"] == "status"
 
-    # lr_max(m) per depth, with its bracket (the tiny grid brackets no depth: rows, no values)
+    # lr_max(m) per depth, with its bracket (a row per depth, bracketed or not)
     spec = specs["lr_max_curve"]
     lr_max = rows("results/boundary/lr_max.csv")
     assert len(spec["data"]["values"]) == len(lr_max) > 0
@@ -205,13 +271,7 @@ def test_dvc_plots_show_renders_every_grid(project):
 
 def test_changing_one_grid_reruns_only_that_grid_and_dependents(project):
     work, env = project["work"], project["env"]
-    params = work / "params.yaml"
-    text = params.read_text()
-    old = (
-        "  tiny:\n    overrides: [init=he, optimizer=sgd]\n    depths: [1, 2]\n    lrs: [0.5, 1000]"
-    )
-    assert old in text
-    params.write_text(text.replace(old, old.replace("lrs: [0.5, 1000]", "lrs: [0.5, 0.25, 1000]")))
+    edit_params(work, lambda p: p["grid_he"]["paper"].update(lrs=[0.5, 0.25, 1000]))
     before = len(all_runs(env["MLFLOW_TRACKING_URI"]))
     out = run_ok([project["dvc"], "repro"], work, env)
     # curves reads the grids' runs (it rereads them and trains nothing)
@@ -221,23 +281,17 @@ def test_changing_one_grid_reruns_only_that_grid_and_dependents(project):
 
 
 def test_editing_another_profile_reruns_nothing(project):
-    """Stages track their profile's sub-sections only: the paper profile's grid and compute
-    settings are not the tiny profile's."""
+    """Stages track their profile's sub-sections only: the cpu profile's grid and compute
+    settings are not the paper profile's."""
     work, env = project["work"], project["env"]
     params = work / "params.yaml"
     text = params.read_text()
-    old = "  paper:\n    overrides: [+experiment=fig4_grid, init=he]\n"
-    assert old in text
     try:
-        params.write_text(text.replace(old, old + "    seeds: [0, 1]\n"))
+        edit_params(work, lambda p: p["grid_he"]["cpu"].update(seeds=[0, 1]))
+        edit_params(work, lambda p: p["compute"]["cpu"].update(workers=1))
         out = run_ok([project["dvc"], "status"], work, env)
         assert "up to date" in out, out
-        params.write_text(
-            text.replace(
-                "\n    overrides: [init=he, optimizer=sgd]\n    depths: [1, 2]",
-                "\n    overrides: [init=he, optimizer=sgd]\n    depths: [2, 1]",
-            )
-        )
+        edit_params(work, lambda p: p["grid_he"]["paper"]["depths"].reverse())
         out = run_ok([project["dvc"], "status"], work, env)
         assert "grid@he" in out and "grid@identity" not in out, out
     finally:

@@ -1,12 +1,25 @@
 """Fixtures of tests/analysis (helpers live in analysis_problems.py)."""
 
 import pytest
+import torch
 from analysis_problems import TrainedNet, train_wide_net
+from filelock import FileLock
 
 
 @pytest.fixture(scope="session")
-def trained_wide_net() -> TrainedNet:
-    return train_wide_net()
+def trained_wide_net(tmp_path_factory, worker_id) -> TrainedNet:
+    """Trained once per `pytest` call, by whichever xdist worker asks first; the others load
+    it (its modules run on different workers: `--dist loadfile`). pytest-xdist's recipe: a
+    file lock in the temp folder the workers share."""
+    if worker_id == "master":  # no xdist
+        return train_wide_net()
+    shared = tmp_path_factory.getbasetemp().parent / "trained_wide_net.pt"
+    with FileLock(f"{shared}.lock"):
+        if shared.exists():
+            return torch.load(shared, weights_only=False)
+        net = train_wide_net()
+        torch.save(net, shared)
+        return net
 
 
 @pytest.fixture(scope="session")
