@@ -4,8 +4,10 @@ check that no process a test started outlives the suite."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from multiprocessing import resource_tracker
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -65,9 +67,24 @@ def compose_cfg():
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An empty sqlite MLflow store, created once per worker: MLflow's schema migrations take
+    ~2 s per new store, a copy of the migrated file milliseconds. (The tests of how a new store
+    is created, concurrently or not, make their own.)"""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
 @pytest.fixture
-def mlflow_uri(tmp_path, monkeypatch):
-    """A fresh sqlite MLflow store; MLFLOW_TRACKING_URI points at it."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def mlflow_uri(tmp_path, monkeypatch, empty_mlflow_store):
+    """A fresh, empty sqlite MLflow store (a copy of `empty_mlflow_store`);
+    MLFLOW_TRACKING_URI points at it."""
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_store, path)
+    uri = f"sqlite:///{path}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri

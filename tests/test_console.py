@@ -169,10 +169,10 @@ def summary_fields(output: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_cli_run_is_quiet_and_its_summary_is_its_mlflow_record(tmp_path):
+def test_cli_run_is_quiet_and_its_summary_is_its_mlflow_record(tmp_path, mlflow_uri):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     proc = run_cli(
         *TINY,
         "logger=mlflow",
@@ -253,10 +253,10 @@ def test_progress_is_live_on_a_terminal_without_the_notices(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_ends_with_a_table_of_its_jobs_and_verbose_restores_notices(tmp_path):
+def test_multirun_ends_with_a_table_of_its_jobs_and_verbose_restores_notices(tmp_path, mlflow_uri):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     proc = run_cli(
         "-m",
         "depth=1,2",

@@ -105,8 +105,10 @@ def wait_for_running_run(uri: str, proc: subprocess.Popen, timeout: float = 180)
 @pytest.mark.parametrize(
     "signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "ctrl-c"]
 )
-def test_a_signal_ends_the_run_killed_with_a_conventional_exit_status(tmp_path, signum, status):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_signal_ends_the_run_killed_with_a_conventional_exit_status(
+    tmp_path, mlflow_uri, signum, status
+):
+    uri = mlflow_uri
     proc = start_cli(uri, *LONG_RUN, cwd=tmp_path / "run")
     run = wait_for_running_run(uri, proc)
     proc.send_signal(signum)
@@ -118,8 +120,8 @@ def test_a_signal_ends_the_run_killed_with_a_conventional_exit_status(tmp_path, 
 
 
 @pytest.mark.slow
-def test_kill_9_leaves_a_run_that_the_next_open_closes(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_kill_9_leaves_a_run_that_the_next_open_closes(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     proc = start_cli(uri, *LONG_RUN, cwd=tmp_path / "run")
     run = wait_for_running_run(uri, proc)
     assert run.data.tags["host"] == socket.gethostname()
@@ -184,10 +186,10 @@ def test_a_stopped_grid_stage_leaves_no_worker_and_no_running_run(tmp_path, sign
 
 
 @pytest.mark.slow
-def test_a_stopped_multirun_closes_its_parent_run_killed_and_lists_its_jobs(tmp_path):
+def test_a_stopped_multirun_closes_its_parent_run_killed_and_lists_its_jobs(tmp_path, mlflow_uri):
     """SIGTERM during job 2 of 3: exit 143, job 1 FINISHED, job 2 and the sweep's parent run
     KILLED with the reason, the job table and multirun_jobs.jsonl with both jobs."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     sweep = tmp_path / "sweep"
     overrides = [o for o in LONG_RUN if not o.startswith("trainer.max_epochs")]
     proc = start_cli(uri, "-m", *overrides, "trainer.max_epochs=1,100000,100001",
@@ -218,11 +220,11 @@ def test_a_stopped_multirun_closes_its_parent_run_killed_and_lists_its_jobs(tmp_
      ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]],
     ids=["joblib", "submitit_local"],
 )  # fmt: skip
-def test_jobs_of_a_killed_multirun_end_with_it(tmp_path, launcher):
+def test_jobs_of_a_killed_multirun_end_with_it(tmp_path, mlflow_uri, launcher):
     """kill -9 of the launching process: the jobs a parallel launcher runs in other
     processes (joblib's workers; submitit_local's controllers and tasks) close their runs
     KILLED and end within 10 s, as does every helper process of the launcher."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     overrides = [o for o in LONG_RUN if not o.startswith("depth=")]
     proc = start_cli(uri, "-m", *overrides, "depth=1,2", *launcher,
                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path / "run")  # fmt: skip

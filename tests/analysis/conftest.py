@@ -1,5 +1,7 @@
 """Fixtures of tests/analysis (helpers live in analysis_problems.py)."""
 
+import os
+
 import pytest
 import torch
 from analysis_problems import TrainedNet, train_wide_net
@@ -7,11 +9,11 @@ from filelock import FileLock
 
 
 @pytest.fixture(scope="session")
-def trained_wide_net(tmp_path_factory, worker_id) -> TrainedNet:
+def trained_wide_net(tmp_path_factory) -> TrainedNet:
     """Trained once per `pytest` call, by whichever xdist worker asks first; the others load
     it (its modules run on different workers: `--dist loadfile`). pytest-xdist's recipe: a
     file lock in the temp folder the workers share."""
-    if worker_id == "master":  # no xdist
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process (or no pytest-xdist)
         return train_wide_net()
     shared = tmp_path_factory.getbasetemp().parent / "trained_wide_net.pt"
     with FileLock(f"{shared}.lock"):
