@@ -16,11 +16,11 @@ install: $(STAMP)
 
 # Two pytest workers (pytest-xdist), one file per worker at a time: most slow tests wait on
 # subprocesses (DVC stages, Hydra jobs), so the two cores stay busy; a module's fixtures stay
-# in one worker.
+# in one worker. Files go out in collection order, the longest first (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Everything but the tests marked slow (pipeline, sweeps, server, end-to-end): < 2 minutes.
 test-fast: install

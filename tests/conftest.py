@@ -29,6 +29,18 @@ from support import (
 LEFTOVER_GRACE_S = 60.0
 
 
+# The modules that take minutes, longest first, put at the head of the collection: `make test`
+# hands whole files to its two pytest-xdist workers in collection order (--dist loadfile
+# --no-loadscope-reorder), so both start on a long one and end together, instead of one
+# finishing the pipeline test alone while the other idles.
+LONGEST_FIRST = ("test_pipeline.py", "test_faults.py", "test_sweeps.py", "test_sharpness.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable for the rest
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_process_outlives_the_suite():
     """At the end of the session (of each pytest-xdist worker: its own tests), every process
@@ -80,11 +92,21 @@ def empty_mlflow_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def mlflow_uri(tmp_path, monkeypatch, empty_mlflow_store):
-    """A fresh, empty sqlite MLflow store (a copy of `empty_mlflow_store`);
-    MLFLOW_TRACKING_URI points at it."""
-    path = tmp_path / "mlflow.db"
-    shutil.copyfile(empty_mlflow_store, path)
-    uri = f"sqlite:///{path}"
+def new_mlflow_store(empty_mlflow_store):
+    """new_mlflow_store(path) -> the URI of a fresh, empty sqlite MLflow store at `path` (a
+    copy of `empty_mlflow_store`)."""
+
+    def make(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_mlflow_store, path)
+        return f"sqlite:///{path}"
+
+    return make
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch, new_mlflow_store):
+    """A fresh, empty sqlite MLflow store; MLFLOW_TRACKING_URI points at it."""
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri

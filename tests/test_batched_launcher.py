@@ -51,12 +51,11 @@ def test_plan_groups_keeps_order_and_splits_at_the_limit():
     assert [[j.num for j in g] for g in plan_groups(jobs, 16)] == [[0, 2, 4], [1, 5], [3]]
 
 
-def test_four_jobs_match_the_basic_launcher(tmp_path, monkeypatch):
+def test_four_jobs_match_the_basic_launcher(tmp_path, monkeypatch, new_mlflow_store):
     sweep = ["-m", "depth=2", "lr=0.1,0.5", "seed=0,1", *SMALL]
     results = {}
     for launcher in ("basic", "batched"):
-        uri = f"sqlite:///{tmp_path / launcher / 'mlflow.db'}"
-        (tmp_path / launcher).mkdir()
+        uri = new_mlflow_store(tmp_path / launcher / "mlflow.db")
         proc = run_cli(
             *sweep,
             f"hydra/launcher={launcher}",

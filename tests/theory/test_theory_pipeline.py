@@ -27,10 +27,10 @@ QUICK_PARAMS = {
 }
 
 
-def test_stage_writes_outputs_and_logs_one_mlflow_run(tmp_path):
+def test_stage_writes_outputs_and_logs_one_mlflow_run(tmp_path, new_mlflow_store):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(QUICK_PARAMS))
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = new_mlflow_store(tmp_path / "mlflow.db")
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.theory", "--params", str(params), "--root", "out"],
