@@ -20,8 +20,9 @@ import shlex
 import pytest
 import torch
 import torch.nn.functional as F
-from support import all_runs, run_cli
+from support import all_runs
 
+from src.core.errors import UserError
 from src.domain.config import ConfigValueError, validate
 from src.domain.data import load_dataset
 from src.domain.models import MLP, initialize
@@ -367,7 +368,6 @@ def test_step_runner_raises_when_capture_is_required_and_fails(stand_in_graph):
         runner.run(5)
 
 
-@pytest.mark.slow  # a subprocess each
 @pytest.mark.parametrize(
     ("override", "key"),
     [
@@ -376,17 +376,19 @@ def test_step_runner_raises_when_capture_is_required_and_fails(stand_in_graph):
         ("performance.cuda_graph=sometimes", "performance.cuda_graph"),
     ],
 )
-def test_unusable_speed_settings_are_one_line_errors(tmp_path, override, key):
+def test_unusable_speed_settings_are_one_line_errors(
+    compose_cfg, tmp_path, mlflow_uri, override, key
+):
+    """A UserError naming the key, before any run exists (the command line prints a UserError
+    as its one line, exit 1: tests/test_train.py::test_cli_bad_value_exits_nonzero_with_one_line)."""
     if override.endswith("=true") and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli(
-        "dataset.limit_train=50", "trainer.max_epochs=1", "analysis=off", "trainer=cpu",
-        f"logger.tracking_uri={uri}", override,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {key}: ")
-    assert all_runs(uri) == []
+    cfg = compose_cfg("dataset.limit_train=50", "trainer.max_epochs=1", "analysis=off",
+                      "trainer=cpu", "logger=mlflow", override)  # fmt: skip
+    with pytest.raises(UserError) as err:
+        train(cfg, output_dir=tmp_path)
+    assert str(err.value).startswith(f"{key}: ") and "\n" not in str(err.value)
+    assert all_runs(mlflow_uri) == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
