@@ -74,7 +74,8 @@ def test_callback_logs_every_key(compose_cfg, tmp_path, mlflow_uri, caplog):
     # the eigenvector next to the checkpoint really is the top eigenvector of the training loss
     saved = torch.load(tmp_path / "hessian_eigenvector.pt", weights_only=False)
     state = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
-    model = MLP(16, 16, 2)
+    pixels = cfg.dataset.resolution**2
+    model = MLP(pixels, pixels, 2)
     model.load_state_dict(state)
     from src.domain.data import load_dataset
 
